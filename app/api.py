@@ -1,0 +1,39 @@
+"""The one place that knows every feature: routers, job blueprints and start-up hooks."""
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.config import Settings
+from features.audit.router import router as audit_router
+from features.auth import handlers as auth
+from features.auth import tasks as auth_tasks
+from features.auth.router import legacy_router as auth_legacy_router
+from features.auth.router import router as auth_router
+from features.auth.router import users_router
+from features.patients.router import router as patients_router
+
+ROUTERS = [auth_router, auth_legacy_router, users_router, patients_router, audit_router]
+JOB_BLUEPRINTS = [auth_tasks.blueprint]
+OPENAPI_TAGS = [
+    {"name": "auth", "description": "Accounts, login and bearer tokens."},
+    {"name": "users", "description": "User administration."},
+    {"name": "patients", "description": "The patient registry."},
+    {"name": "audit", "description": "Who read or changed what, and when."},
+    {"name": "system", "description": "Liveness and readiness probes."},
+]
+
+load_principal = auth.load_principal
+
+
+def body_limit_overrides(settings: Settings) -> list[tuple[str, int]]:
+    """Routes that accept files larger than MAX_BODY_BYTES, as (path prefix, bytes)."""
+    return []
+
+
+async def on_startup(sessionmaker: async_sessionmaker[AsyncSession], settings: Settings) -> None:
+    async with sessionmaker() as session, session.begin():
+        await auth.ensure_first_admin(session, settings)
+    if settings.is_development and settings.seed_on_first_start:
+        from seeds import loader
+
+        async with sessionmaker() as session, session.begin():
+            await loader.load_if_first_start(session)

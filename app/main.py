@@ -1,0 +1,149 @@
+"""The application factory: settings, database, jobs, middleware, errors, routes."""
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import procrastinate
+import structlog
+from anyio import to_thread
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.utils import get_openapi
+from prometheus_fastapi_instrumentator import Instrumentator
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from app import api, system
+from app.config import Settings
+from app.db import create_engine, create_sessionmaker, resolve_database_url, to_libpq_url
+from app.docs import install_docs
+from app.errors import PROBLEM_MEDIA_TYPE, install_error_handlers
+from app.jobs import create_job_app, worker_context
+from app.logging import configure_logging
+from app.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
+from app.migrate import upgrade_to_head
+
+log = structlog.get_logger(__name__)
+
+ReadinessCheck = Callable[[], Awaitable[None]]
+
+
+@dataclass
+class Runtime:
+    """What the running service holds: created in the lifespan, read by dependencies."""
+
+    settings: Settings
+    engine: AsyncEngine
+    sessionmaker: async_sessionmaker[AsyncSession]
+    job_app: procrastinate.App
+    principal_loader: Callable[..., Awaitable[Any]] = api.load_principal
+    readiness_checks: dict[str, ReadinessCheck] = field(default_factory=dict)
+
+
+async def build_runtime(settings: Settings, database_url: str) -> Runtime:
+    engine = create_engine(database_url, settings)
+    sessionmaker = create_sessionmaker(engine)
+    job_app = create_job_app(to_libpq_url(database_url), api.JOB_BLUEPRINTS)
+    runtime = Runtime(settings, engine, sessionmaker, job_app)
+    runtime.readiness_checks["database"] = lambda: system.check_database(engine)
+    return runtime
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    database_url = await to_thread.run_sync(resolve_database_url, settings)
+    if settings.is_development and settings.migrate_on_start:
+        await to_thread.run_sync(upgrade_to_head, database_url)
+    runtime = await build_runtime(settings, database_url)
+    app.state.runtime = runtime
+    await api.on_startup(runtime.sessionmaker, settings)
+
+    worker: asyncio.Task | None = None
+    async with runtime.job_app.open_async():
+        if settings.worker_in_process:
+            worker = asyncio.create_task(
+                runtime.job_app.run_worker_async(
+                    install_signal_handlers=False,
+                    additional_context=worker_context(settings, runtime.sessionmaker),
+                    name="in-process",
+                )
+            )
+        log.info("service started", environment=settings.environment)
+        try:
+            yield
+        finally:
+            if worker is not None:
+                worker.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await worker
+    await runtime.engine.dispose()
+
+
+def _problem_content_types(schema: dict[str, Any]) -> dict[str, Any]:
+    """Error responses are documented as application/problem+json, as they are sent."""
+    for path_item in schema.get("paths", {}).values():
+        for operation in path_item.values():
+            for status, response in operation.get("responses", {}).items():
+                content = response.get("content", {})
+                ref = content.get("application/json", {}).get("schema", {}).get("$ref", "")
+                if status[:1] in "45" and ref.endswith("/Problem"):
+                    content[PROBLEM_MEDIA_TYPE] = content.pop("application/json")
+    return schema
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    configure_logging(settings.log_level)
+    app = FastAPI(
+        title="Clinical Data Backend",
+        version="0.1.0",
+        summary="Patient registry, clinical notes, summaries, FHIR proxy and analytics tables.",
+        docs_url=None,
+        redoc_url=None,
+        lifespan=lifespan,
+        openapi_tags=api.OPENAPI_TAGS,
+    )
+    app.state.settings = settings
+
+    install_error_handlers(app)
+    install_docs(app)
+    app.include_router(system.router)
+    for router in api.ROUTERS:
+        app.include_router(router)
+
+    Instrumentator(excluded_handlers=["/metrics", "/health", "/ready"]).instrument(app).expose(
+        app, include_in_schema=False
+    )
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["*"],
+            allow_headers=["*"],
+            expose_headers=["ETag", "Location", "X-Request-ID", "Retry-After"],
+        )
+    app.add_middleware(
+        BodySizeLimitMiddleware,
+        max_bytes=settings.max_body_bytes,
+        overrides=api.body_limit_overrides(settings),
+    )
+    app.add_middleware(RequestContextMiddleware)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title,
+                version=app.version,
+                summary=app.summary,
+                routes=app.routes,
+                tags=app.openapi_tags,
+            )
+            app.openapi_schema = _problem_content_types(schema)
+        return app.openapi_schema
+
+    app.openapi = openapi
+    return app

@@ -1,0 +1,181 @@
+"""Pure ASGI middleware: request id and access log, body size limit, security headers."""
+
+import json
+import re
+import time
+import uuid
+from collections.abc import Sequence
+
+import structlog
+from fastapi import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.errors import PROBLEM_MEDIA_TYPE
+
+access_log = structlog.get_logger("app.access")
+REQUEST_ID_HEADER = b"x-request-id"
+_VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+SECURITY_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"cache-control", b"no-store"),
+]
+
+
+def _problem_body(status: int, title: str, detail: str, slug: str) -> bytes:
+    return json.dumps(
+        {"type": f"/problems/{slug}", "title": title, "status": status, "detail": detail}
+    ).encode()
+
+
+async def _send_problem(send: Send, status: int, body: bytes, headers: list) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", PROBLEM_MEDIA_TYPE.encode()),
+                (b"content-length", str(len(body)).encode()),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+class RequestContextMiddleware:
+    """Request id (from X-Request-ID or new), one access line per request, a last-resort 500.
+
+    The access line names the route template (`/patients/{patient_id}`), never the raw path
+    or query string, which may carry patient names.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = ""
+        for key, value in scope["headers"]:
+            if key == REQUEST_ID_HEADER:
+                candidate = value.decode("latin-1")
+                if _VALID_REQUEST_ID.match(candidate):
+                    request_id = candidate
+                break
+        request_id = request_id or uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        started = time.perf_counter()
+        status = 500
+        response_started = False
+        id_header = (REQUEST_ID_HEADER, request_id.encode())
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                response_started = True
+                message["headers"] = [*message.get("headers", []), id_header, *SECURITY_HEADERS]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception:
+            access_log.exception("unhandled error")
+            if not response_started:
+                status = 500
+                body = _problem_body(
+                    500,
+                    "Internal Server Error",
+                    "The service hit an unexpected error. It has been logged; "
+                    "quote the X-Request-ID header.",
+                    "internal-error",
+                )
+                await _send_problem(send, 500, body, [id_header])
+        finally:
+            route = scope.get("route")
+            access_log.info(
+                "request",
+                method=scope["method"],
+                route=getattr(route, "path", None) or "unmatched",
+                status=status,
+                duration_ms=round((time.perf_counter() - started) * 1000, 2),
+            )
+            structlog.contextvars.clear_contextvars()
+
+
+class BodySizeLimitMiddleware:
+    """Refuse bodies over the limit with 413, while streaming: never reads past the limit.
+
+    `overrides` gives larger limits to path prefixes (file uploads) as (prefix, bytes).
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        overrides: Sequence[tuple[str, int]] = (),
+    ) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.overrides = sorted(overrides, key=lambda item: -len(item[0]))
+
+    def _limit_for(self, path: str) -> int:
+        for prefix, limit in self.overrides:
+            if path.startswith(prefix):
+                return limit
+        return self.max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self._limit_for(scope["path"])
+        detail = f"The request body is larger than the limit of {limit} bytes."
+        body = _problem_body(413, "Content Too Large", detail, "payload-too-large")
+        for key, value in scope["headers"]:
+            if key == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    declared = 0
+                if declared > limit:
+                    await _send_problem(send, 413, body, [(b"connection", b"close")])
+                    return
+                break
+
+        received = 0
+        response_started = False
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise _BodyTooLarge(detail)
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except _BodyTooLarge:
+            if not response_started:
+                await _send_problem(send, 413, body, [(b"connection", b"close")])
+
+
+class _BodyTooLarge(HTTPException):
+    """An HTTPException, so that FastAPI's body parsing re-raises it as it is."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(status_code=413, detail=detail, headers={"Connection": "close"})

@@ -1,0 +1,8 @@
+"""Imports every feature's models, so that Base.metadata (and Alembic) sees all tables."""
+
+from app.db import Base
+from features.audit import models as audit_models
+from features.auth import models as auth_models
+from features.patients import models as patients_models
+
+__all__ = ["Base", "audit_models", "auth_models", "patients_models"]

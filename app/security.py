@@ -1,0 +1,143 @@
+"""Passwords (Argon2id via pwdlib), access tokens (PyJWT, HS256), the current user and roles.
+
+The kernel knows who is calling only as a `Principal`; the auth feature supplies the function
+that loads one from the database (`Runtime.principal_loader`), so that a disabled or deleted
+user's token stops working on the next request.
+"""
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from functools import lru_cache
+from typing import Annotated
+
+import jwt
+from anyio import to_thread
+from fastapi import Depends, Request
+from fastapi.security import OAuth2PasswordBearer
+from pwdlib import PasswordHash
+from pwdlib.hashers.argon2 import Argon2Hasher
+
+from app.config import Settings
+from app.db import SessionDep
+from app.errors import Forbidden, Unauthorized
+
+PASSWORD_MIN_LENGTH = 8
+PASSWORD_MAX_LENGTH = 128
+JWT_ALGORITHM = "HS256"
+_REQUIRED_CLAIMS = ["sub", "role", "iat", "exp", "iss", "aud"]
+
+
+class Role(StrEnum):
+    ADMIN = "admin"
+    CLINICIAN = "clinician"
+    ANALYST = "analyst"
+    PATIENT = "patient"
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    id: uuid.UUID
+    email: str
+    role: Role
+    fhir_patient_id: str | None = None
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role is Role.ADMIN
+
+
+@lru_cache
+def _password_hash() -> PasswordHash:
+    return PasswordHash((Argon2Hasher(),))
+
+
+@lru_cache
+def _dummy_hash() -> str:
+    return _password_hash().hash("not-a-real-password")
+
+
+async def hash_password(password: str) -> str:
+    # Argon2 is deliberately slow: keep it off the event loop.
+    return await to_thread.run_sync(_password_hash().hash, password)
+
+
+async def verify_password(password: str, password_hash: str | None) -> bool:
+    """Constant-ish time whether or not the account exists (unknown users check a dummy)."""
+    target = password_hash or _dummy_hash()
+    matches = await to_thread.run_sync(_password_hash().verify, password, target)
+    return matches and password_hash is not None
+
+
+def create_access_token(settings: Settings, user_id: uuid.UUID, role: str) -> tuple[str, int]:
+    now = datetime.now(UTC)
+    expires_in = settings.access_token_expire_minutes * 60
+    claims = {
+        "sub": str(user_id),
+        "role": str(role),
+        "iat": now,
+        "exp": now + timedelta(seconds=expires_in),
+        "iss": settings.jwt_issuer,
+        "aud": settings.jwt_audience,
+    }
+    return jwt.encode(claims, settings.secret_key, algorithm=JWT_ALGORITHM), expires_in
+
+
+def decode_access_token(settings: Settings, token: str) -> uuid.UUID:
+    try:
+        claims = jwt.decode(
+            token,
+            settings.secret_key,
+            algorithms=[JWT_ALGORITHM],
+            audience=settings.jwt_audience,
+            issuer=settings.jwt_issuer,
+            options={"require": _REQUIRED_CLAIMS},
+        )
+        return uuid.UUID(claims["sub"])
+    except jwt.ExpiredSignatureError as exc:
+        raise Unauthorized("The access token has expired.") from exc
+    except (jwt.InvalidTokenError, ValueError, TypeError) as exc:
+        raise Unauthorized("The access token is invalid.") from exc
+
+
+oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/auth/token", auto_error=False)
+
+
+async def get_current_principal(
+    request: Request,
+    session: SessionDep,
+    token: Annotated[str | None, Depends(oauth2_scheme)],
+) -> Principal:
+    if not token:
+        raise Unauthorized("Authentication required: send 'Authorization: Bearer <token>'.")
+    runtime = request.app.state.runtime
+    user_id = decode_access_token(runtime.settings, token)
+    principal = await runtime.principal_loader(session, user_id)
+    if principal is None:
+        raise Unauthorized("The account behind this token is disabled or no longer exists.")
+    request.state.principal = principal
+    return principal
+
+
+CurrentUser = Annotated[Principal, Depends(get_current_principal)]
+
+
+def require_roles(*roles: Role):
+    """A dependency that lets only the given roles through (403 for the others)."""
+    allowed = frozenset(roles)
+    names = ", ".join(sorted(allowed))
+
+    async def check(principal: CurrentUser) -> Principal:
+        if principal.role not in allowed:
+            raise Forbidden(f"This needs one of the roles: {names}.")
+        return principal
+
+    return Depends(check)
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.runtime.settings
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]

@@ -1,0 +1,1 @@
+"""Users, login, access tokens and login throttling."""

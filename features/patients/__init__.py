@@ -1,0 +1,1 @@
+"""The patient registry: demographics, fuzzy name search, optimistic concurrency."""

@@ -1,0 +1,161 @@
+import uuid
+from dataclasses import dataclass
+from datetime import date
+
+from sqlalchemy import ColumnElement, String, func, literal, literal_column, or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.exc import StaleDataError
+
+from app.errors import Conflict, NotFound, PreconditionFailed
+from app.pagination import Page, PageParams
+from app.security import Principal
+from features.audit import handlers as audit
+from features.audit.schemas import Outcome
+from features.patients.models import FULL_NAME_SQL, Patient
+from features.patients.schemas import PatientCreate, PatientRead, PatientUpdate
+
+FULL_NAME = literal_column(FULL_NAME_SQL)
+
+
+@dataclass(frozen=True, slots=True)
+class PatientFilters:
+    q: str | None = None
+    mrn: str | None = None
+    birth_date: date | None = None
+    born_after: date | None = None
+    born_before: date | None = None
+
+
+def etag(version: int) -> str:
+    return f'"{version}"'
+
+
+def check_if_match(if_match: str | None, current_version: int) -> None:
+    """412 unless If-Match is absent, `*`, or lists the current ETag (weak or strong)."""
+    if if_match is None or if_match.strip() == "*":
+        return
+    tags = {tag.strip().removeprefix("W/") for tag in if_match.split(",")}
+    if etag(current_version) not in tags:
+        raise PreconditionFailed(
+            f"The patient has changed: its current ETag is {etag(current_version)}. "
+            "GET it again and re-apply your change."
+        )
+
+
+async def get_patient(
+    session: AsyncSession, actor: Principal, patient_id: uuid.UUID, *, audited_action: str
+) -> Patient:
+    patient = await session.get(Patient, patient_id)
+    if patient is None:
+        await audit.record(
+            session,
+            actor=actor,
+            action=audited_action,
+            outcome=Outcome.NOT_FOUND,
+            patient_id=patient_id,
+        )
+        raise NotFound(f"No patient with id {patient_id}.", keep_changes=True)
+    return patient
+
+
+async def read_patient(session: AsyncSession, actor: Principal, patient: Patient) -> PatientRead:
+    await audit.record(session, actor=actor, action="patient.read", patient_id=patient.id)
+    return PatientRead.model_validate(patient)
+
+
+def _escape_like(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _filter_conditions(filters: PatientFilters) -> list[ColumnElement[bool]]:
+    conditions: list[ColumnElement[bool]] = []
+    if filters.q:
+        conditions.append(
+            or_(
+                # word_similarity over the trigram index; the threshold is a connection setting.
+                literal(filters.q, String).op("<%")(FULL_NAME),
+                FULL_NAME.ilike(f"%{_escape_like(filters.q)}%", escape="\\"),
+            )
+        )
+    if filters.mrn:
+        conditions.append(Patient.mrn == filters.mrn)
+    if filters.birth_date:
+        conditions.append(Patient.birth_date == filters.birth_date)
+    if filters.born_after:
+        conditions.append(Patient.birth_date > filters.born_after)
+    if filters.born_before:
+        conditions.append(Patient.birth_date < filters.born_before)
+    return conditions
+
+
+async def search_patients(
+    session: AsyncSession,
+    actor: Principal,
+    filters: PatientFilters,
+    sort: list[tuple[str, bool]],
+    page: PageParams,
+) -> Page[PatientRead]:
+    conditions = _filter_conditions(filters)
+    order = []
+    if filters.q:
+        order.append(func.word_similarity(literal(filters.q, String), FULL_NAME).desc())
+    for name, descending in sort:
+        column = getattr(Patient, name)
+        order.append(column.desc() if descending else column.asc())
+    order.append(Patient.id)  # a stable tie-break: paging never repeats or skips a row
+
+    total = await session.scalar(select(func.count()).select_from(Patient).where(*conditions))
+    rows = await session.scalars(
+        select(Patient)
+        .where(*conditions)
+        .order_by(*order)
+        .offset(page.offset)
+        .limit(page.page_size)
+    )
+    items = [PatientRead.model_validate(row) for row in rows]
+    await audit.record(
+        session, actor=actor, action="patient.search", detail=f"{total} matching patients"
+    )
+    return Page(items=items, total=total or 0, page=page.page, page_size=page.page_size)
+
+
+async def create_patient(
+    session: AsyncSession, actor: Principal, data: PatientCreate
+) -> PatientRead:
+    patient = Patient(**data.model_dump(exclude_none=True))
+    session.add(patient)
+    try:
+        async with session.begin_nested():
+            await session.flush()
+    except IntegrityError as exc:
+        raise Conflict(f"A patient with the MRN {data.mrn!r} already exists.") from exc
+    await audit.record(session, actor=actor, action="patient.create", patient_id=patient.id)
+    return PatientRead.model_validate(patient)
+
+
+async def update_patient(
+    session: AsyncSession,
+    actor: Principal,
+    patient: Patient,
+    data: PatientUpdate,
+    if_match: str | None,
+) -> PatientRead:
+    check_if_match(if_match, patient.version)
+    for field, value in data.model_dump().items():
+        setattr(patient, field, value)
+    try:
+        await session.flush()
+    except StaleDataError as exc:  # changed by another request between our read and write
+        raise PreconditionFailed("The patient changed while you were updating it.") from exc
+    await audit.record(session, actor=actor, action="patient.update", patient_id=patient.id)
+    return PatientRead.model_validate(patient)
+
+
+async def delete_patient(
+    session: AsyncSession, actor: Principal, patient: Patient, if_match: str | None
+) -> None:
+    check_if_match(if_match, patient.version)
+    await session.delete(patient)
+    await session.flush()
+    await audit.record(session, actor=actor, action="patient.delete", patient_id=patient.id)

@@ -1,0 +1,261 @@
+"""Test fixtures: a real PostgreSQL, migrated once per run; one rolled-back transaction per test.
+
+The server comes from TEST_DATABASE_URL or DATABASE_URL; without either, the embedded
+PostgreSQL is started under .data/test-postgres. Each run creates its own databases
+(clinical_test_<pid>, ...) with `alembic upgrade head` and drops them at the end.
+"""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
+
+from app.config import Settings
+from app.db import create_engine, start_embedded_postgres, to_asyncpg_url, to_libpq_url
+from app.main import build_runtime, create_app
+from app.migrate import upgrade_to_head
+from app.security import Role, create_access_token, hash_password
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = ROOT.parent / "shared" / "data"
+TEST_SECRET_KEY = "test-secret-key-with-more-than-thirty-two-characters"
+ADMIN_EMAIL = "admin@example.org"
+ADMIN_PASSWORD = "admin-test-password"
+DEFAULT_PASSWORD = "correct-horse-battery"
+
+
+def _server_url() -> str:
+    url = os.environ.get("TEST_DATABASE_URL") or os.environ.get("DATABASE_URL")
+    if url:
+        return to_asyncpg_url(url)
+    return start_embedded_postgres(ROOT / ".data" / "test-postgres")
+
+
+def _admin_conninfo(url: str) -> str:
+    return to_libpq_url(make_url(url).set(database="postgres").render_as_string(False))
+
+
+def create_database(server_url: str, name: str) -> str:
+    with psycopg.connect(_admin_conninfo(server_url), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
+    upgrade_to_head(url)
+    return url
+
+
+def drop_database(server_url: str, name: str) -> None:
+    with psycopg.connect(_admin_conninfo(server_url), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def server_url() -> str:
+    return _server_url()
+
+
+@pytest.fixture(scope="session")
+def database_url(server_url: str) -> Iterator[str]:
+    name = f"clinical_test_{os.getpid()}"
+    url = create_database(server_url, name)
+    yield url
+    drop_database(server_url, name)
+
+
+def make_settings(database_url: str, **overrides) -> Settings:
+    values = {
+        "database_url": database_url,
+        "environment": "development",
+        "secret_key": TEST_SECRET_KEY,
+        "admin_email": ADMIN_EMAIL,
+        "admin_password": ADMIN_PASSWORD,
+        "worker_in_process": False,
+        "migrate_on_start": False,
+        "seed_on_first_start": False,
+        "log_level": "WARNING",
+    }
+    return Settings(_env_file=None, **{**values, **overrides})
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str) -> Settings:
+    return make_settings(database_url)
+
+
+@pytest.fixture(scope="session")
+async def app(settings: Settings, database_url: str):
+    application = create_app(settings)
+    runtime = await build_runtime(settings, database_url)
+    application.state.runtime = runtime
+    yield application
+    await runtime.engine.dispose()
+
+
+@pytest.fixture
+async def connection(app) -> AsyncIterator[AsyncConnection]:
+    """One connection per test, in a transaction that is rolled back at the end.
+
+    The app's sessions join it through savepoints, so their commits and rollbacks behave as
+    in production while nothing outlives the test.
+    """
+    runtime = app.state.runtime
+    real_sessionmaker = runtime.sessionmaker
+    async with runtime.engine.connect() as conn:
+        transaction = await conn.begin()
+        runtime.sessionmaker = async_sessionmaker(
+            bind=conn,
+            join_transaction_mode="create_savepoint",
+            expire_on_commit=False,
+            autoflush=False,
+        )
+        try:
+            yield conn
+        finally:
+            runtime.sessionmaker = real_sessionmaker
+            await transaction.rollback()
+
+
+@pytest.fixture
+async def session(connection: AsyncConnection) -> AsyncIterator[AsyncSession]:
+    async with AsyncSession(
+        bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False
+    ) as db_session:
+        yield db_session
+
+
+@pytest.fixture
+async def client(app, connection) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+        yield c
+
+
+@dataclass
+class TestUser:
+    id: uuid.UUID
+    email: str
+    password: str
+    role: Role
+    token: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+@pytest.fixture(scope="session")
+async def default_password_hash() -> str:
+    return await hash_password(DEFAULT_PASSWORD)
+
+
+@pytest.fixture
+def make_user(session: AsyncSession, settings: Settings, default_password_hash: str):
+    """Create a user straight in the database and give back its bearer token."""
+    from features.auth.models import User
+
+    async def _make(role: Role = Role.CLINICIAN, email: str | None = None, **fields) -> TestUser:
+        email = email or f"{role}-{uuid.uuid4().hex[:8]}@example.org"
+        user = User(
+            name=fields.pop("name", f"Test {role}"),
+            email=email,
+            password_hash=default_password_hash,
+            role=role,
+            **fields,
+        )
+        session.add(user)
+        await session.commit()
+        token, _ = create_access_token(settings, user.id, role)
+        return TestUser(user.id, email, DEFAULT_PASSWORD, role, token)
+
+    return _make
+
+
+@pytest.fixture
+async def admin(make_user) -> TestUser:
+    return await make_user(Role.ADMIN)
+
+
+@pytest.fixture
+async def clinician(make_user) -> TestUser:
+    return await make_user(Role.CLINICIAN)
+
+
+@pytest.fixture
+async def patient_user(make_user) -> TestUser:
+    return await make_user(Role.PATIENT)
+
+
+# --- a real server process, for tests that need one (browser, schemathesis) ---------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class LiveServer:
+    base_url: str
+    database_url: str
+    log_path: Path
+
+
+@pytest.fixture(scope="session")
+def live_server(server_url: str, tmp_path_factory) -> Iterator[LiveServer]:
+    """`python -m app serve` on a free loopback port, on a database of its own."""
+    name = f"clinical_test_{os.getpid()}_server"
+    url = create_database(server_url, name)
+    port = free_port()
+    log_path = tmp_path_factory.mktemp("server") / "server.log"
+    env = {
+        **os.environ,
+        "DATABASE_URL": url,
+        "ENVIRONMENT": "development",
+        "SECRET_KEY": TEST_SECRET_KEY,
+        "ADMIN_EMAIL": ADMIN_EMAIL,
+        "ADMIN_PASSWORD": ADMIN_PASSWORD,
+        "WORKER_IN_PROCESS": "true",
+        "LOG_LEVEL": "INFO",
+    }
+    with log_path.open("w") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "app", "serve", "--host", "127.0.0.1", "--port", str(port)],
+            cwd=ROOT,
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"the server exited at start-up:\n{log_path.read_text()[-3000:]}")
+            try:
+                if httpx.get(f"{base_url}/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"the server did not start:\n{log_path.read_text()[-3000:]}")
+            time.sleep(0.2)
+        yield LiveServer(base_url, url, log_path)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        drop_database(server_url, name)
