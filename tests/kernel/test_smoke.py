@@ -7,7 +7,12 @@ async def test_health_is_exactly_ok(client):
 async def test_patients_search(client, clinician):
     created = await client.post(
         "/patients",
-        json={"given_name": "John", "family_name": "Smith", "birth_date": "1960-01-01", "sex": "male"},
+        json={
+            "given_name": "John",
+            "family_name": "Smith",
+            "birth_date": "1960-01-01",
+            "sex": "male",
+        },
         headers=clinician.headers,
     )
     assert created.status_code == 201, created.text

@@ -1,0 +1,290 @@
+import uuid
+from datetime import date, timedelta
+
+import pytest
+
+from app.security import Role
+
+PROBLEM = "application/problem+json"
+
+
+def patient_body(**overrides):
+    body = {"given_name": "John", "family_name": "Smith", "birth_date": "1960-05-01", "sex": "male"}
+    body.update(overrides)
+    return body
+
+
+@pytest.fixture
+async def create(client, clinician):
+    async def _create(**overrides):
+        response = await client.post(
+            "/patients", json=patient_body(**overrides), headers=clinician.headers
+        )
+        assert response.status_code == 201, response.text
+        return response.json()
+
+    return _create
+
+
+async def test_create_then_get_with_location_and_etag(client, clinician):
+    response = await client.post("/patients", json=patient_body(), headers=clinician.headers)
+    assert response.status_code == 201
+    created = response.json()
+    assert response.headers["location"] == f"/patients/{created['id']}"
+    assert created["mrn"].startswith("MRN") and len(created["mrn"]) == 11
+    assert created["version"] == 1
+    fetched = await client.get(response.headers["location"], headers=clinician.headers)
+    assert fetched.status_code == 200
+    assert fetched.json() == created
+    assert fetched.headers["etag"] == '"1"'
+
+
+async def test_given_mrn_is_kept_and_a_duplicate_is_409(client, create, clinician):
+    await create(mrn="H-12345")
+    again = await client.post(
+        "/patients", json=patient_body(mrn="H-12345"), headers=clinician.headers
+    )
+    assert again.status_code == 409
+    assert "H-12345" in again.json()["detail"]
+
+
+async def test_generated_mrns_are_unique(create):
+    mrns = {(await create())["mrn"] for _ in range(3)}
+    assert len(mrns) == 3
+
+
+async def test_update_with_current_etag_then_stale_etag_is_412(client, create, clinician):
+    patient = await create()
+    url = f"/patients/{patient['id']}"
+    first = await client.put(
+        url, json=patient_body(given_name="Jon"), headers={**clinician.headers, "If-Match": '"1"'}
+    )
+    assert first.status_code == 200, first.text
+    assert first.json()["version"] == 2
+    assert first.headers["etag"] == '"2"'
+    stale = await client.put(
+        url,
+        json=patient_body(given_name="Johnny"),
+        headers={**clinician.headers, "If-Match": '"1"'},
+    )
+    assert stale.status_code == 412
+    assert stale.headers["content-type"] == PROBLEM
+    current = await client.get(url, headers=clinician.headers)
+    assert current.json()["given_name"] == "Jon"
+
+
+async def test_update_accepts_weak_etags_and_star(client, create, clinician):
+    patient = await create()
+    url = f"/patients/{patient['id']}"
+    weak = await client.put(
+        url, json=patient_body(sex="other"), headers={**clinician.headers, "If-Match": 'W/"1"'}
+    )
+    assert weak.status_code == 200
+    star = await client.put(
+        url, json=patient_body(sex="female"), headers={**clinician.headers, "If-Match": "*"}
+    )
+    assert star.status_code == 200
+
+
+@pytest.mark.parametrize("field", ["mrn", "id", "version", "role", "is_admin"])
+async def test_update_refuses_fields_it_does_not_own(client, create, clinician, field):
+    patient = await create()
+    response = await client.put(
+        f"/patients/{patient['id']}", json=patient_body(**{field: "X1"}), headers=clinician.headers
+    )
+    assert response.status_code == 422
+    assert ["body", field] in [e["loc"] for e in response.json()["errors"]]
+
+
+async def test_delete_is_204_then_404(client, create, clinician):
+    patient = await create()
+    url = f"/patients/{patient['id']}"
+    assert (await client.delete(url, headers=clinician.headers)).status_code == 204
+    assert (await client.get(url, headers=clinician.headers)).status_code == 404
+    assert (await client.delete(url, headers=clinician.headers)).status_code == 404
+
+
+async def test_unknown_patient_is_404_problem(client, clinician):
+    response = await client.get(f"/patients/{uuid.uuid4()}", headers=clinician.headers)
+    assert response.status_code == 404
+    problem = response.json()
+    assert response.headers["content-type"] == PROBLEM
+    assert problem["type"] == "/problems/not-found" and problem["status"] == 404
+
+
+@pytest.mark.parametrize("role", [Role.PATIENT, Role.ANALYST])
+async def test_non_care_team_roles_get_403_everywhere(client, make_user, create, role):
+    patient = await create()
+    user = await make_user(role)
+    for method, url, kwargs in [
+        ("GET", "/patients", {}),
+        ("POST", "/patients", {"json": patient_body()}),
+        ("GET", f"/patients/{patient['id']}", {}),
+        ("PUT", f"/patients/{patient['id']}", {"json": patient_body()}),
+        ("DELETE", f"/patients/{patient['id']}", {}),
+    ]:
+        response = await client.request(method, url, headers=user.headers, **kwargs)
+        assert response.status_code == 403, (method, url)
+
+
+async def test_admin_may_use_the_registry(client, admin):
+    response = await client.get("/patients", headers=admin.headers)
+    assert response.status_code == 200
+
+
+# --- bad input -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "loc"),
+    [
+        (patient_body(birth_date=(date.today() + timedelta(days=1)).isoformat()), "birth_date"),
+        (patient_body(birth_date="1960-13-01"), "birth_date"),
+        (patient_body(birth_date=12), "birth_date"),
+        (patient_body(sex="M"), "sex"),
+        (patient_body(given_name=""), "given_name"),
+        (patient_body(given_name="   "), "given_name"),
+        (patient_body(given_name="x" * 101), "given_name"),
+        (patient_body(given_name="Nul\x00Byte"), "given_name"),
+        (patient_body(family_name=["Smith"]), "family_name"),
+        (patient_body(mrn="has spaces"), "mrn"),
+        ({k: v for k, v in patient_body().items() if k != "family_name"}, "family_name"),
+    ],
+)
+async def test_bad_patient_bodies_are_422_naming_the_field(client, clinician, body, loc):
+    response = await client.post("/patients", json=body, headers=clinician.headers)
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"] == PROBLEM
+    assert ["body", loc] in [e["loc"] for e in response.json()["errors"]]
+
+
+async def test_malformed_json_is_422(client, clinician):
+    response = await client.post(
+        "/patients",
+        content=b'{"given_name": "John", ',
+        headers={**clinician.headers, "Content-Type": "application/json"},
+    )
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["type"] == "json_invalid"
+
+
+async def test_a_body_over_one_megabyte_is_413(client, clinician):
+    big = patient_body(given_name="x" * (1024 * 1024))
+    response = await client.post("/patients", json=big, headers=clinician.headers)
+    assert response.status_code == 413
+    assert response.headers["content-type"] == PROBLEM
+
+
+async def test_a_chunked_body_over_the_limit_is_413_while_streaming(client, clinician):
+    async def chunks():
+        for _ in range(40):
+            yield b"x" * 65536
+
+    response = await client.post(
+        "/patients",
+        content=chunks(),
+        headers={**clinician.headers, "Content-Type": "application/json"},
+    )
+    assert response.status_code == 413
+
+
+# --- listing -------------------------------------------------------------------------------
+
+
+async def test_fuzzy_search_finds_misspelled_names_ranked(client, create, clinician):
+    await create(given_name="John", family_name="Smith")
+    await create(given_name="Maria", family_name="Garcia", sex="female")
+    await create(given_name="Johnny", family_name="Smithson")
+    response = await client.get("/patients", params={"q": "Jonh Smth"}, headers=clinician.headers)
+    assert response.status_code == 200
+    names = [(p["given_name"], p["family_name"]) for p in response.json()["items"]]
+    assert names[0] == ("John", "Smith")
+    assert ("Maria", "Garcia") not in names
+
+
+@pytest.mark.parametrize("q", ["%", "_", "%%", "' OR 1=1 --", '"; DROP TABLE patients; --', "\\"])
+async def test_search_special_characters_are_literal(client, create, clinician, q):
+    await create(given_name="John", family_name="Smith")
+    response = await client.get("/patients", params={"q": q}, headers=clinician.headers)
+    assert response.status_code == 200
+    assert response.json()["items"] == []
+
+
+async def test_search_matches_quotes_and_percent_literally(client, create, clinician):
+    await create(given_name="Siobhan", family_name="O'Brien", sex="female")
+    await create(given_name="Percy", family_name="100%Sure")
+    await create(given_name="Snake", family_name="Under_Score")
+    await create(given_name="Snake", family_name="UnderXScore")
+    quote = await client.get("/patients", params={"q": "O'Brien"}, headers=clinician.headers)
+    assert [p["family_name"] for p in quote.json()["items"]][0] == "O'Brien"
+    percent = await client.get("/patients", params={"q": "100%"}, headers=clinician.headers)
+    assert [p["family_name"] for p in percent.json()["items"]] == ["100%Sure"]
+    underscore = await client.get(
+        "/patients", params={"q": "Under_Score"}, headers=clinician.headers
+    )
+    assert [p["family_name"] for p in underscore.json()["items"]][0] == "Under_Score"
+
+
+async def test_filters_by_mrn_and_birth_dates(client, create, clinician):
+    await create(mrn="F-1", birth_date="1950-01-01")
+    await create(mrn="F-2", birth_date="1970-06-15")
+    await create(mrn="F-3", birth_date="1990-12-31")
+
+    async def mrns(**params):
+        response = await client.get("/patients", params=params, headers=clinician.headers)
+        assert response.status_code == 200, response.text
+        return sorted(p["mrn"] for p in response.json()["items"] if p["mrn"].startswith("F-"))
+
+    assert await mrns(mrn="F-2") == ["F-2"]
+    assert await mrns(birth_date="1970-06-15") == ["F-2"]
+    assert await mrns(born_after="1960-01-01") == ["F-2", "F-3"]
+    assert await mrns(born_before="1970-06-15") == ["F-1"]
+    assert await mrns(born_after="1950-01-01", born_before="1990-12-31") == ["F-2"]
+
+
+async def test_sort_by_several_fields_and_paging_never_repeats_or_skips(client, create, clinician):
+    for i in range(7):
+        await create(family_name="Same", given_name="Name", birth_date=f"19{60 + i % 2}-01-01")
+    seen = []
+    for page in (1, 2, 3, 4):
+        response = await client.get(
+            "/patients",
+            params={"sort": "family_name,-birth_date", "page": page, "page_size": 2},
+            headers=clinician.headers,
+        )
+        assert response.status_code == 200
+        body = response.json()
+        assert body["total"] == 7 and body["page"] == page and body["page_size"] == 2
+        seen.extend(body["items"])
+    assert len(seen) == 7
+    assert len({p["id"] for p in seen}) == 7
+    assert [p["birth_date"][:4] for p in seen] == ["1961"] * 3 + ["1960"] * 4
+
+
+async def test_unknown_sort_field_is_422_listing_the_allowed(client, clinician):
+    response = await client.get("/patients", params={"sort": "password"}, headers=clinician.headers)
+    assert response.status_code == 422
+    problem = response.json()
+    assert problem["errors"][0]["loc"] == ["query", "sort"]
+    assert "family_name" in problem["detail"] and "birth_date" in problem["detail"]
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"page_size": 100000},
+        {"page_size": 0},
+        {"page": 0},
+        {"page": "x"},
+        {"birth_date": "yesterday"},
+    ],
+)
+async def test_bad_paging_and_filters_are_422(client, clinician, params):
+    response = await client.get("/patients", params=params, headers=clinician.headers)
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["loc"][0] == "query"
+
+
+async def test_default_page_size_is_20(client, clinician):
+    response = await client.get("/patients", headers=clinician.headers)
+    assert response.json()["page_size"] == 20
