@@ -91,3 +91,46 @@ async def test_the_in_process_worker_runs_jobs_in_the_live_service(live_server):
         async with sessionmaker() as session, session.begin():
             await session.execute(delete(LoginFailure).where(LoginFailure.email == email))
         await engine.dispose()
+
+
+def test_a_separate_worker_process_runs_jobs(database_url):
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import ROOT, TEST_SECRET_KEY
+
+    async def prepare(email):
+        settings = make_settings(database_url)
+        engine = create_engine(database_url, settings)
+        sessionmaker = create_sessionmaker(engine)
+        await _seed_failures(sessionmaker, email)
+        async with sessionmaker() as session, session.begin():
+            await defer_in_session(session, "auth.prune_login_failures")
+        await engine.dispose()
+
+    async def remaining(email):
+        settings = make_settings(database_url)
+        engine = create_engine(database_url, settings)
+        try:
+            return await _count(create_sessionmaker(engine), email)
+        finally:
+            await engine.dispose()
+
+    email = f"worker-{uuid.uuid4().hex}@example.org"
+    asyncio.run(prepare(email))
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "app", "worker"],
+        cwd=ROOT,
+        env={"PATH": "/usr/bin:/bin", "DATABASE_URL": database_url, "SECRET_KEY": TEST_SECRET_KEY},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while asyncio.run(remaining(email)) != 1 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert asyncio.run(remaining(email)) == 1
+    finally:
+        worker.terminate()
+        worker.wait(timeout=15)
