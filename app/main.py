@@ -95,6 +95,27 @@ def _problem_content_types(schema: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
+_BODY_PROBLEMS = {
+    "400": "The body cannot be parsed (e.g. JSON that is not UTF-8, or a malformed form).",
+    "413": "The request body is too large.",
+}
+
+
+def _body_problem_responses(schema: dict[str, Any]) -> dict[str, Any]:
+    """Any operation with a body can be answered 400 by FastAPI's parser and 413 by the
+    body-size limit: document both, so clients (and schema checks) expect them."""
+    for path_item in schema.get("paths", {}).values():
+        for operation in path_item.values():
+            if "requestBody" not in operation:
+                continue
+            for status, description in _BODY_PROBLEMS.items():
+                problem = {"schema": {"$ref": "#/components/schemas/Problem"}}
+                operation["responses"].setdefault(
+                    status, {"description": description, "content": {PROBLEM_MEDIA_TYPE: problem}}
+                )
+    return schema
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     configure_logging(settings.log_level)
@@ -142,7 +163,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 routes=app.routes,
                 tags=app.openapi_tags,
             )
-            app.openapi_schema = _problem_content_types(schema)
+            app.openapi_schema = _body_problem_responses(_problem_content_types(schema))
         return app.openapi_schema
 
     app.openapi = openapi

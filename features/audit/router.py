@@ -8,6 +8,7 @@ from app.db import SessionDep
 from app.errors import problem_responses
 from app.pagination import Page, PageDep
 from app.security import Principal, Role, require_roles
+from app.validation import PlainText
 from features.audit import handlers
 from features.audit.schemas import AuditEventRead
 
@@ -27,7 +28,7 @@ async def list_audit_events(
     page: PageDep,
     user_id: uuid.UUID | None = None,
     patient_id: uuid.UUID | None = None,
-    action: Annotated[str | None, Query(max_length=64)] = None,
+    action: Annotated[PlainText | None, Query(max_length=64)] = None,
     since: Annotated[datetime | None, Query(description="Events at or after this time.")] = None,
     until: Annotated[datetime | None, Query(description="Events before this time.")] = None,
 ) -> Page[AuditEventRead]:

@@ -1,8 +1,7 @@
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Response, status
-from fastapi.security import OAuth2PasswordRequestForm
+from fastapi import APIRouter, Form, Response, status
 
 from app.db import SessionDep
 from app.errors import problem_responses
@@ -13,6 +12,7 @@ from features.auth.schemas import (
     LegacyLoginRequest,
     LegacyToken,
     LoginRequest,
+    PasswordGrantForm,
     RegisterRequest,
     Token,
     UserCreate,
@@ -56,7 +56,7 @@ async def login(session: SessionDep, settings: SettingsDep, body: LoginRequest) 
 async def token(
     session: SessionDep,
     settings: SettingsDep,
-    form: Annotated[OAuth2PasswordRequestForm, Depends()],
+    form: Annotated[PasswordGrantForm, Form()],
 ) -> Token:
     return await handlers.login(session, settings, form.username, form.password)
 

@@ -12,13 +12,18 @@ from pydantic import (
 )
 
 from app.security import PASSWORD_MAX_LENGTH, PASSWORD_MIN_LENGTH, Role
+from app.validation import NoControlCharacters
 
 
 def _lower(value: str) -> str:
     return value.lower()
 
 
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Name = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
+    NoControlCharacters,
+]
 Email = Annotated[EmailStr, AfterValidator(_lower)]
 Password = Annotated[
     str,
@@ -28,8 +33,13 @@ Password = Annotated[
         description=f"{PASSWORD_MIN_LENGTH} to {PASSWORD_MAX_LENGTH} characters.",
     ),
 ]
-# Login accepts any string: a malformed email is just a failed login, told apart from nothing.
-LoginName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=320)]
+# Login accepts any string without control characters: a malformed email is just a failed
+# login, told apart from nothing.
+LoginName = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=320),
+    NoControlCharacters,
+]
 LoginPassword = Annotated[str, Field(min_length=1, max_length=1024)]
 
 
@@ -55,6 +65,17 @@ class LegacyLoginRequest(StrictModel):
 
     username: LoginName = Field(description="The account's email.")
     password: LoginPassword
+
+
+class PasswordGrantForm(BaseModel):
+    """The OAuth2 password grant form (RFC 6749 4.3.2) that Swagger's Authorize button posts."""
+
+    grant_type: Annotated[str | None, Field(pattern="^password$")] = None
+    username: LoginName = Field(description="The account's email.")
+    password: LoginPassword = Field(json_schema_extra={"format": "password"})
+    scope: str = ""
+    client_id: str | None = None
+    client_secret: str | None = Field(default=None, json_schema_extra={"format": "password"})
 
 
 class Token(BaseModel):

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Header, Query, Response, status
 from app.db import SessionDep
 from app.errors import problem_responses
 from app.pagination import Page, PageDep
+from app.validation import PlainText
 from features.patients import handlers
 from features.patients.dependencies import CareTeamMember, SortKeys, ValidPatient
 from features.patients.schemas import PatientCreate, PatientRead, PatientUpdate
@@ -29,7 +30,7 @@ async def list_patients(
     page: PageDep,
     sort: SortKeys,
     q: Annotated[
-        str | None,
+        PlainText | None,
         Query(
             min_length=1,
             max_length=100,
@@ -37,7 +38,7 @@ async def list_patients(
             "ranked by similarity. Matched literally: % and _ are not wildcards.",
         ),
     ] = None,
-    mrn: Annotated[str | None, Query(max_length=32)] = None,
+    mrn: Annotated[PlainText | None, Query(max_length=32)] = None,
     birth_date: date | None = None,
     born_after: Annotated[date | None, Query(description="Born strictly after.")] = None,
     born_before: Annotated[date | None, Query(description="Born strictly before.")] = None,

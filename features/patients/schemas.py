@@ -1,10 +1,11 @@
-import re
 import uuid
 from datetime import date, datetime
 from enum import StrEnum
 from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+
+from app.validation import NoControlCharacters
 
 SORTABLE_FIELDS = (
     "mrn",
@@ -15,7 +16,6 @@ SORTABLE_FIELDS = (
     "created_at",
     "updated_at",
 )
-_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class Sex(StrEnum):
@@ -25,12 +25,6 @@ class Sex(StrEnum):
     FEMALE = "female"
     OTHER = "other"
     UNKNOWN = "unknown"
-
-
-def _no_control_characters(value: str) -> str:
-    if _CONTROL_CHARS.search(value):
-        raise ValueError("must not contain control characters")
-    return value
 
 
 def _not_in_future(value: date) -> date:
@@ -44,7 +38,7 @@ def _not_in_future(value: date) -> date:
 HumanName = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=100),
-    AfterValidator(_no_control_characters),
+    NoControlCharacters,
 ]
 BirthDate = Annotated[date, AfterValidator(_not_in_future)]
 Mrn = Annotated[
