@@ -100,9 +100,12 @@ def resolve_database_url(settings: Settings) -> str:
 def create_engine(url: str, settings: Settings) -> AsyncEngine:
     return create_async_engine(
         url,
+        # A fixed pool: overflow connections are closed on return, and a service under load
+        # then reconnects all the time. No pre-ping either (three round trips per request);
+        # connections broken by a database restart are dropped when they fail.
         pool_size=settings.database_pool_size,
-        max_overflow=settings.database_pool_size,
-        pool_pre_ping=True,
+        max_overflow=0,
+        pool_recycle=1800,
         connect_args={
             "server_settings": {
                 "statement_timeout": str(settings.database_statement_timeout_ms),

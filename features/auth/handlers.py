@@ -30,10 +30,19 @@ def _principal(user: User) -> Principal:
 
 
 async def load_principal(session: AsyncSession, user_id: uuid.UUID) -> Principal | None:
-    user = await session.get(User, user_id)
-    if user is None or not user.is_active:
+    """Run on every authenticated request: one narrow Core query, no ORM object."""
+    row = (
+        await session.execute(
+            select(User.id, User.email, User.role, User.fhir_patient_id).where(
+                User.id == user_id, User.is_active
+            )
+        )
+    ).first()
+    if row is None:
         return None
-    return _principal(user)
+    return Principal(
+        id=row.id, email=row.email, role=Role(row.role), fhir_patient_id=row.fhir_patient_id
+    )
 
 
 async def _insert_user(session: AsyncSession, user: User) -> User:

@@ -105,19 +105,27 @@ async def search_patients(
         order.append(column.desc() if descending else column.asc())
     order.append(Patient.id)  # a stable tie-break: paging never repeats or skips a row
 
-    total = await session.scalar(select(func.count()).select_from(Patient).where(*conditions))
-    rows = await session.scalars(
-        select(Patient)
-        .where(*conditions)
-        .order_by(*order)
-        .offset(page.offset)
-        .limit(page.page_size)
-    )
-    items = [PatientRead.model_validate(row) for row in rows]
+    # One query: the page and, beside each row, the number of matches.
+    rows = (
+        await session.execute(
+            select(*Patient.__table__.columns, func.count().over().label("total"))
+            .where(*conditions)
+            .order_by(*order)
+            .offset(page.offset)
+            .limit(page.page_size)
+        )
+    ).all()
+    if rows:
+        total = rows[0].total
+    elif page.offset == 0:
+        total = 0
+    else:  # past the last page: count on its own
+        total = await session.scalar(select(func.count()).select_from(Patient).where(*conditions))
+    items = [PatientRead.model_validate(dict(row._mapping)) for row in rows]
     await audit.record(
         session, actor=actor, action="patient.search", detail=f"{total} matching patients"
     )
-    return Page(items=items, total=total or 0, page=page.page, page_size=page.page_size)
+    return Page(items=items, total=total, page=page.page, page_size=page.page_size)
 
 
 async def create_patient(

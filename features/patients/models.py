@@ -32,6 +32,9 @@ class Patient(UUIDPrimaryKey, Timestamps, Base):
             "ix_patients_full_name_trgm",
             text(f"{FULL_NAME_SQL} gin_trgm_ops"),
             postgresql_using="gin",
+            # No pending list: with it, every search rereads all recent inserts until the
+            # next vacuum merges them (13,000 new patients made searches 15 times slower).
+            postgresql_with={"fastupdate": "off"},
         ),
         Index("ix_patients_family_name_given_name", "family_name", "given_name"),
         Index("ix_patients_birth_date", "birth_date"),

@@ -288,3 +288,14 @@ async def test_bad_paging_and_filters_are_422(client, clinician, params):
 async def test_default_page_size_is_20(client, clinician):
     response = await client.get("/patients", headers=clinician.headers)
     assert response.json()["page_size"] == 20
+
+
+async def test_a_page_past_the_end_is_empty_but_keeps_the_total(client, create, clinician):
+    for _ in range(3):
+        await create(family_name="Pastend")
+    response = await client.get(
+        "/patients", params={"q": "Pastend", "page": 5, "page_size": 2}, headers=clinician.headers
+    )
+    assert response.status_code == 200
+    assert response.json()["items"] == []
+    assert response.json()["total"] == 3
