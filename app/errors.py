@@ -1,21 +1,18 @@
 """One error family, rendered as RFC 9457 `application/problem+json`.
 
 Handlers and dependencies raise an AppError subclass; `install_error_handlers` renders it, and
-renders FastAPI's validation errors, routing errors and anything unexpected the same way. No
-stack trace, SQL or internal URL reaches a client: unexpected errors are logged with the request
-id and answered with a generic 500.
+renders FastAPI's validation and routing errors the same way. Anything unexpected is caught by
+`app.middleware.RequestContextMiddleware`, logged with the request id and answered with a
+generic 500: no stack trace, SQL or internal URL ever reaches a client.
 """
 
 from typing import Any
 
-import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
-
-log = structlog.get_logger(__name__)
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 
@@ -217,18 +214,7 @@ async def _handle_http_exception(request: Request, exc: StarletteHTTPException) 
     )
 
 
-async def _handle_unexpected(request: Request, exc: Exception) -> JSONResponse:
-    log.error("unhandled error", exc_info=exc, path=request.url.path)
-    return problem_response(
-        500,
-        "The service hit an unexpected error. It has been logged; quote the X-Request-ID header.",
-        slug="internal-error",
-        title="Internal Server Error",
-    )
-
-
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AppError, _handle_app_error)
     app.add_exception_handler(RequestValidationError, _handle_validation_error)
     app.add_exception_handler(StarletteHTTPException, _handle_http_exception)
-    app.add_exception_handler(Exception, _handle_unexpected)
