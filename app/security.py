@@ -1,8 +1,8 @@
 """Passwords (Argon2id via pwdlib), access tokens (PyJWT, HS256), the current user and roles.
 
 The kernel knows who is calling only as a `Principal`; the auth feature supplies the function
-that loads one from the database (`Runtime.principal_loader`), so that a disabled or deleted
-user's token stops working on the next request.
+that loads one from the database (`Runtime.principal_loader`), so that the token of a user
+who was disabled, deleted or changed their password stops working on the next request.
 """
 
 import uuid
@@ -84,7 +84,8 @@ def create_access_token(settings: Settings, user_id: uuid.UUID, role: str) -> tu
     return jwt.encode(claims, settings.secret_key, algorithm=JWT_ALGORITHM), expires_in
 
 
-def decode_access_token(settings: Settings, token: str) -> uuid.UUID:
+def decode_access_token(settings: Settings, token: str) -> tuple[uuid.UUID, int]:
+    """The user id and issue time (epoch seconds) of a valid token; 401 otherwise."""
     try:
         claims = jwt.decode(
             token,
@@ -94,7 +95,7 @@ def decode_access_token(settings: Settings, token: str) -> uuid.UUID:
             issuer=settings.jwt_issuer,
             options={"require": _REQUIRED_CLAIMS},
         )
-        return uuid.UUID(claims["sub"])
+        return uuid.UUID(claims["sub"]), int(claims["iat"])
     except jwt.ExpiredSignatureError as exc:
         raise Unauthorized("The access token has expired.") from exc
     except (jwt.InvalidTokenError, ValueError, TypeError) as exc:
@@ -112,10 +113,13 @@ async def get_current_principal(
     if not token:
         raise Unauthorized("Authentication required: send 'Authorization: Bearer <token>'.")
     runtime = request.app.state.runtime
-    user_id = decode_access_token(runtime.settings, token)
-    principal = await runtime.principal_loader(session, user_id)
+    user_id, issued_at = decode_access_token(runtime.settings, token)
+    principal = await runtime.principal_loader(session, user_id, issued_at)
     if principal is None:
-        raise Unauthorized("The account behind this token is disabled or no longer exists.")
+        raise Unauthorized(
+            "This token is no longer valid: its account was disabled or deleted, "
+            "or its password changed since. Log in again."
+        )
     request.state.principal = principal
     return principal
 

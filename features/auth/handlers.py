@@ -29,16 +29,24 @@ def _principal(user: User) -> Principal:
     )
 
 
-async def load_principal(session: AsyncSession, user_id: uuid.UUID) -> Principal | None:
-    """Run on every authenticated request: one narrow Core query, no ORM object."""
+async def load_principal(
+    session: AsyncSession, user_id: uuid.UUID, issued_at: int
+) -> Principal | None:
+    """The active account behind a token issued at `issued_at` (epoch seconds), or None.
+
+    Runs on every authenticated request: one narrow Core query, no ORM object.
+    """
     row = (
         await session.execute(
-            select(User.id, User.email, User.role, User.fhir_patient_id).where(
-                User.id == user_id, User.is_active
-            )
+            select(
+                User.id, User.email, User.role, User.fhir_patient_id, User.password_changed_at
+            ).where(User.id == user_id, User.is_active)
         )
     ).first()
     if row is None:
+        return None
+    # JWT times are whole seconds: a token from the second of the change still passes.
+    if row.password_changed_at and int(row.password_changed_at.timestamp()) > issued_at:
         return None
     return Principal(
         id=row.id, email=row.email, role=Role(row.role), fhir_patient_id=row.fhir_patient_id
@@ -210,6 +218,7 @@ async def update_user(
             if not current or not await verify_password(current, user.password_hash):
                 raise Forbidden("Changing your own password needs the correct current_password.")
         user.password_hash = await hash_password(changes["password"])
+        user.password_changed_at = datetime.now(UTC)
     for field in ("name", "email", "role", "is_active"):
         if field in changes:
             setattr(user, field, changes[field])
@@ -265,6 +274,7 @@ async def ensure_admin(
     if reset_existing:
         user.role, user.is_active = Role.ADMIN, True
         user.password_hash = await hash_password(password)
+        user.password_changed_at = datetime.now(UTC)
         await session.flush()
     return user, False
 

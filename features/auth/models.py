@@ -19,6 +19,8 @@ class User(UUIDPrimaryKey, Timestamps, Base):
     role: Mapped[str] = mapped_column(String(20))
     is_active: Mapped[bool] = mapped_column(default=True)
     fhir_patient_id: Mapped[str | None] = mapped_column(String(64))
+    # Tokens issued before this instant are refused: changing a password logs out everywhere.
+    password_changed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (
         CheckConstraint(f"role IN {ROLES!r}", name="role_known"),

@@ -145,3 +145,29 @@ async def test_bad_user_id_is_422(client, admin):
     response = await client.get("/users/not-a-uuid", headers=admin.headers)
     assert response.status_code == 422
     assert response.json()["errors"][0]["loc"] == ["path", "user_id"]
+
+
+async def test_changing_a_password_logs_out_older_tokens(client, admin, make_user, session):
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import update
+
+    from features.auth.models import User
+
+    user = await make_user(Role.CLINICIAN)
+    assert (await client.get("/auth/me", headers=user.headers)).status_code == 200
+    reset = await client.put(
+        f"/users/{user.id}", json={"password": "reset-by-admin"}, headers=admin.headers
+    )
+    assert reset.status_code == 200
+    # The fixture's token may share the second of the change (JWT times are whole seconds):
+    # move the change a few seconds later, as it is for any real token issued before it.
+    await session.execute(
+        update(User)
+        .where(User.id == user.id)
+        .values(password_changed_at=datetime.now(UTC) + timedelta(seconds=5))
+    )
+    await session.commit()
+    old = await client.get("/auth/me", headers=user.headers)
+    assert old.status_code == 401
+    assert "password changed" in old.json()["detail"]
