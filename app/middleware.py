@@ -1,6 +1,5 @@
 """Pure ASGI middleware: request id and access log, body size limit, security headers."""
 
-import json
 import re
 import time
 import uuid
@@ -10,7 +9,7 @@ import structlog
 from fastapi import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import PROBLEM_MEDIA_TYPE
+from app.errors import problem_response
 
 access_log = structlog.get_logger("app.access")
 REQUEST_ID_HEADER = b"x-request-id"
@@ -24,25 +23,17 @@ SECURITY_HEADERS = [
 ]
 
 
-def _problem_body(status: int, title: str, detail: str, slug: str) -> bytes:
-    return json.dumps(
-        {"type": f"/problems/{slug}", "title": title, "status": status, "detail": detail}
-    ).encode()
+INTERNAL_ERROR_DETAIL = (
+    "The service hit an unexpected error. It has been logged; quote the X-Request-ID header."
+)
 
 
-async def _send_problem(send: Send, status: int, body: bytes, headers: list) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", PROBLEM_MEDIA_TYPE.encode()),
-                (b"content-length", str(len(body)).encode()),
-                *headers,
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+def _too_large_detail(limit: int) -> str:
+    return f"The request body is larger than the limit of {limit} bytes."
+
+
+def _too_large(limit: int):
+    return problem_response(413, _too_large_detail(limit), headers={"Connection": "close"})
 
 
 class RequestContextMiddleware:
@@ -88,15 +79,10 @@ class RequestContextMiddleware:
         except Exception:
             access_log.exception("unhandled error")
             if not response_started:
-                status = 500
-                body = _problem_body(
-                    500,
-                    "Internal Server Error",
-                    "The service hit an unexpected error. It has been logged; "
-                    "quote the X-Request-ID header.",
-                    "internal-error",
+                response = problem_response(
+                    500, INTERNAL_ERROR_DETAIL, title="Internal Server Error", slug="internal-error"
                 )
-                await _send_problem(send, 500, body, [id_header])
+                await response(scope, receive, send_with_id)
         finally:
             route = scope.get("route")
             access_log.info(
@@ -136,8 +122,6 @@ class BodySizeLimitMiddleware:
             await self.app(scope, receive, send)
             return
         limit = self._limit_for(scope["path"])
-        detail = f"The request body is larger than the limit of {limit} bytes."
-        body = _problem_body(413, "Content Too Large", detail, "payload-too-large")
         for key, value in scope["headers"]:
             if key == b"content-length":
                 try:
@@ -145,7 +129,7 @@ class BodySizeLimitMiddleware:
                 except ValueError:
                     declared = 0
                 if declared > limit:
-                    await _send_problem(send, 413, body, [(b"connection", b"close")])
+                    await _too_large(limit)(scope, receive, send)
                     return
                 break
 
@@ -158,7 +142,7 @@ class BodySizeLimitMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
-                    raise _BodyTooLarge(detail)
+                    raise _BodyTooLarge(limit)
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -171,11 +155,13 @@ class BodySizeLimitMiddleware:
             await self.app(scope, limited_receive, tracking_send)
         except _BodyTooLarge:
             if not response_started:
-                await _send_problem(send, 413, body, [(b"connection", b"close")])
+                await _too_large(limit)(scope, receive, send)
 
 
 class _BodyTooLarge(HTTPException):
     """An HTTPException, so that FastAPI's body parsing re-raises it as it is."""
 
-    def __init__(self, detail: str) -> None:
-        super().__init__(status_code=413, detail=detail, headers={"Connection": "close"})
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            status_code=413, detail=_too_large_detail(limit), headers={"Connection": "close"}
+        )

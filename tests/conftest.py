@@ -35,6 +35,13 @@ ADMIN_PASSWORD = "admin-test-password"
 DEFAULT_PASSWORD = "correct-horse-battery"
 
 
+def patient_body(**overrides) -> dict:
+    """A valid POST/PUT /patients body, with any field replaced."""
+    body = {"given_name": "John", "family_name": "Smith", "birth_date": "1960-05-01", "sex": "male"}
+    body.update(overrides)
+    return body
+
+
 def _server_url() -> str:
     url = os.environ.get("TEST_DATABASE_URL") or os.environ.get("DATABASE_URL")
     if url:

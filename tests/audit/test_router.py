@@ -2,6 +2,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 from app.security import Role
+from tests.conftest import patient_body
 
 
 async def events(client, admin, **params):
@@ -13,24 +14,18 @@ async def events(client, admin, **params):
 async def test_patient_reads_and_changes_are_audited(client, admin, clinician):
     created = await client.post(
         "/patients",
-        json={
-            "given_name": "Ada",
-            "family_name": "Audit",
-            "birth_date": "1980-01-01",
-            "sex": "female",
-        },
+        json=patient_body(
+            given_name="Ada", family_name="Audit", birth_date="1980-01-01", sex="female"
+        ),
         headers=clinician.headers,
     )
     patient_id = created.json()["id"]
     await client.get(f"/patients/{patient_id}", headers=clinician.headers)
     await client.put(
         f"/patients/{patient_id}",
-        json={
-            "given_name": "Ada",
-            "family_name": "Audit",
-            "birth_date": "1980-01-02",
-            "sex": "female",
-        },
+        json=patient_body(
+            given_name="Ada", family_name="Audit", birth_date="1980-01-02", sex="female"
+        ),
         headers=clinician.headers,
     )
     await client.delete(f"/patients/{patient_id}", headers=clinician.headers)

@@ -78,6 +78,15 @@ async def test_token_endpoint_takes_the_oauth2_form(client, clinician):
     assert response.json()["token_type"] == "bearer"
 
 
+async def test_token_endpoint_refuses_other_grant_types(client, clinician):
+    response = await client.post(
+        "/auth/token",
+        data={"grant_type": "client_credentials", "username": clinician.email, "password": "x"},
+    )
+    assert response.status_code == 422
+    assert ["body", "grant_type"] in [e["loc"] for e in response.json()["errors"]]
+
+
 async def test_legacy_login_answers_only_an_access_token(client, clinician):
     response = await client.post(
         "/login", json={"username": clinician.email, "password": DEFAULT_PASSWORD}

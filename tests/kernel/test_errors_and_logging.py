@@ -5,6 +5,7 @@ import logging
 import pytest
 
 from app.main import create_app
+from tests.conftest import patient_body
 
 
 @pytest.fixture
@@ -60,12 +61,7 @@ async def test_a_request_id_is_made_when_none_or_a_bad_one_is_sent(client):
 async def test_logs_carry_no_names_passwords_or_tokens(client, clinician, log_lines):
     await client.post(
         "/patients",
-        json={
-            "given_name": "Zebedee",
-            "family_name": "Quixote",
-            "birth_date": "1950-01-01",
-            "sex": "male",
-        },
+        json=patient_body(given_name="Zebedee", family_name="Quixote"),
         headers=clinician.headers,
     )
     await client.get("/patients", params={"q": "Quixote"}, headers=clinician.headers)

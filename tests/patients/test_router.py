@@ -4,14 +4,9 @@ from datetime import date, timedelta
 import pytest
 
 from app.security import Role
+from tests.conftest import patient_body
 
 PROBLEM = "application/problem+json"
-
-
-def patient_body(**overrides):
-    body = {"given_name": "John", "family_name": "Smith", "birth_date": "1960-05-01", "sex": "male"}
-    body.update(overrides)
-    return body
 
 
 @pytest.fixture
@@ -94,6 +89,15 @@ async def test_update_refuses_fields_it_does_not_own(client, create, clinician, 
     )
     assert response.status_code == 422
     assert ["body", field] in [e["loc"] for e in response.json()["errors"]]
+
+
+async def test_delete_with_a_stale_etag_is_412_and_deletes_nothing(client, create, clinician):
+    patient = await create()
+    url = f"/patients/{patient['id']}"
+    await client.put(url, json=patient_body(given_name="Jon"), headers=clinician.headers)
+    stale = await client.delete(url, headers={**clinician.headers, "If-Match": '"1"'})
+    assert stale.status_code == 412
+    assert (await client.get(url, headers=clinician.headers)).status_code == 200
 
 
 async def test_delete_is_204_then_404(client, create, clinician):
