@@ -280,7 +280,14 @@ async def ensure_admin(
 
 
 async def ensure_first_admin(session: AsyncSession, settings: Settings) -> bool:
-    """At start-up: create the admin from ADMIN_EMAIL / ADMIN_PASSWORD when none exists."""
+    """At start-up: create the admin from ADMIN_EMAIL / ADMIN_PASSWORD when none exists.
+
+    Several processes may start at once (replicas, a separate worker): the first to take the
+    lock creates the admin, the others then see it."""
+    await session.execute(
+        text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
+        {"key": "auth.ensure_first_admin"},
+    )
     has_admin = await session.scalar(
         select(func.count()).select_from(User).where(User.role == Role.ADMIN)
     )

@@ -1,5 +1,7 @@
+import asyncio
 import base64
 import json
+import os
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -9,7 +11,7 @@ from sqlalchemy import select
 
 from app.security import Role
 from features.auth.models import LoginFailure, User
-from tests.conftest import DEFAULT_PASSWORD, TEST_SECRET_KEY
+from tests.conftest import DEFAULT_PASSWORD, TEST_SECRET_KEY, create_database, drop_database
 
 PROBLEM = "application/problem+json"
 
@@ -285,6 +287,30 @@ async def test_first_admin_created_from_settings_only_once(session, settings):
     assert await handlers.ensure_first_admin(session, settings) is False
     user = await session.scalar(select(User).where(User.email == settings.admin_email))
     assert user is not None and user.role == "admin"
+
+
+async def test_processes_starting_together_create_one_first_admin(server_url, settings):
+    from app.db import create_engine, create_sessionmaker
+    from features.auth import handlers
+
+    name = f"clinical_admin_race_{os.getpid()}"
+    url = await asyncio.to_thread(create_database, server_url, name)
+    engine = create_engine(url, settings)
+    try:
+        sessionmaker = create_sessionmaker(engine)
+
+        async def start_up() -> bool:
+            async with sessionmaker() as session, session.begin():
+                return await handlers.ensure_first_admin(session, settings)
+
+        results = await asyncio.gather(*(start_up() for _ in range(4)))
+        assert sorted(results) == [False, False, False, True]
+        async with sessionmaker() as session:
+            admins = (await session.scalars(select(User).where(User.role == "admin"))).all()
+        assert [admin.email for admin in admins] == [settings.admin_email]
+    finally:
+        await engine.dispose()
+        await asyncio.to_thread(drop_database, server_url, name)
 
 
 async def test_user_id_in_token_that_never_existed(client, settings):
