@@ -1,0 +1,1 @@
+"""Test doubles of outside systems that speak real HTTP on loopback."""
