@@ -9,14 +9,26 @@ from features.auth import tasks as auth_tasks
 from features.auth.router import legacy_router as auth_legacy_router
 from features.auth.router import router as auth_router
 from features.auth.router import users_router
+from features.notes.router import router as notes_router
 from features.patients.router import router as patients_router
+from features.summaries.router import router as summaries_router
 
-ROUTERS = [auth_router, auth_legacy_router, users_router, patients_router, audit_router]
+ROUTERS = [
+    auth_router,
+    auth_legacy_router,
+    users_router,
+    patients_router,
+    notes_router,
+    summaries_router,
+    audit_router,
+]
 JOB_BLUEPRINTS = [auth_tasks.blueprint]
 OPENAPI_TAGS = [
     {"name": "auth", "description": "Accounts, login and bearer tokens."},
     {"name": "users", "description": "User administration."},
     {"name": "patients", "description": "The patient registry."},
+    {"name": "notes", "description": "Clinical notes: text, PDF and scanned uploads."},
+    {"name": "summaries", "description": "Patient summaries written by an LLM, or offline."},
     {"name": "audit", "description": "Who read or changed what, and when."},
     {"name": "system", "description": "Liveness and readiness probes."},
 ]
@@ -24,9 +36,13 @@ OPENAPI_TAGS = [
 load_principal = auth.load_principal
 
 
+# Room for the multipart envelope and form fields around an uploaded file.
+MULTIPART_OVERHEAD_BYTES = 64 * 1024
+
+
 def body_limit_overrides(settings: Settings) -> list[tuple[str, int]]:
-    """Routes that accept files larger than MAX_BODY_BYTES, as (path prefix, bytes)."""
-    return []
+    """Routes that accept files larger than MAX_BODY_BYTES, as (path regex, bytes)."""
+    return [(r"/patients/[^/]+/notes", settings.note_max_bytes + MULTIPART_OVERHEAD_BYTES)]
 
 
 async def on_startup(sessionmaker: async_sessionmaker[AsyncSession], settings: Settings) -> None:

@@ -3,7 +3,7 @@
 from functools import cached_property
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_SECRET_KEY = "dev-secret-key-change-me-in-production-000000"
@@ -45,6 +45,18 @@ class Settings(BaseSettings):
     # Development only: apply migrations and load the sample data when the service starts.
     migrate_on_start: bool = True
     seed_on_first_start: bool = True
+
+    # Clinical notes: largest uploaded file, and the time limit on reading one (PDF, OCR).
+    note_max_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    note_extract_timeout_s: float = Field(default=60.0, gt=0)
+
+    # Patient summaries: any OpenAI-compatible server; no key means the offline summariser.
+    openai_base_url: str | None = None
+    openai_api_key: SecretStr | None = None
+    openai_model: str = "gpt-4o-mini"
+    llm_timeout_s: float = Field(default=30.0, gt=0)
+    llm_max_retries: int = Field(default=2, ge=0, le=10)
+    llm_max_input_tokens: int = Field(default=12_000, ge=500)
 
     @field_validator("cors_origins", mode="before")
     @classmethod

@@ -89,6 +89,10 @@ class PayloadTooLarge(AppError):
     status, title, slug = 413, "Content Too Large", "payload-too-large"
 
 
+class UnsupportedMediaType(AppError):
+    status, title, slug = 415, "Unsupported Media Type", "unsupported-media-type"
+
+
 class UnprocessableContent(AppError):
     status, title, slug = 422, "Unprocessable Content", "validation-error"
 
@@ -115,6 +119,7 @@ _ERRORS_BY_STATUS = {
         Conflict,
         PreconditionFailed,
         PayloadTooLarge,
+        UnsupportedMediaType,
         UnprocessableContent,
         TooManyRequests,
         ServiceUnavailable,
@@ -128,6 +133,7 @@ _DESCRIPTIONS = {
     409: "Conflicts with the current state (e.g. a duplicate).",
     412: "The `If-Match` ETag is stale: someone changed the resource first.",
     413: "The request body is too large.",
+    415: "The request body's Content-Type is not one this route accepts.",
     422: "Invalid input: `errors` names each offending field.",
     429: "Too many attempts; retry after `Retry-After` seconds.",
     503: "A required system is unavailable.",

@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import gc
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from prometheus_fastapi_instrumentator import Instrumentator
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app import api, system
+from app.clients.llm import LLMClient
 from app.config import Settings
 from app.db import create_engine, create_sessionmaker, resolve_database_url, to_libpq_url
 from app.docs import install_docs
@@ -39,6 +41,7 @@ class Runtime:
     engine: AsyncEngine
     sessionmaker: async_sessionmaker[AsyncSession]
     job_app: procrastinate.App
+    llm: LLMClient
     principal_loader: Callable[..., Awaitable[Any]] = api.load_principal
     readiness_checks: dict[str, ReadinessCheck] = field(default_factory=dict)
 
@@ -47,7 +50,7 @@ async def build_runtime(settings: Settings, database_url: str) -> Runtime:
     engine = create_engine(database_url, settings)
     sessionmaker = create_sessionmaker(engine)
     job_app = create_job_app(to_libpq_url(database_url), api.JOB_BLUEPRINTS)
-    runtime = Runtime(settings, engine, sessionmaker, job_app)
+    runtime = Runtime(settings, engine, sessionmaker, job_app, LLMClient.from_settings(settings))
     runtime.readiness_checks["database"] = lambda: system.check_database(engine)
     return runtime
 
@@ -61,6 +64,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     runtime = await build_runtime(settings, database_url)
     app.state.runtime = runtime
     await api.on_startup(runtime.sessionmaker, settings)
+    # What is loaded by now (modules, routes, models) lives as long as the process: take it out
+    # of the collector's full passes, which otherwise stall a request for ~100 ms each.
+    gc.collect()
+    gc.freeze()
 
     worker: asyncio.Task | None = None
     async with runtime.job_app.open_async():
@@ -81,6 +88,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
                 with contextlib.suppress(asyncio.CancelledError):
                     await worker
     await runtime.engine.dispose()
+    await runtime.llm.aclose()
 
 
 def _problem_content_types(schema: dict[str, Any]) -> dict[str, Any]:

@@ -98,7 +98,8 @@ class RequestContextMiddleware:
 class BodySizeLimitMiddleware:
     """Refuse bodies over the limit with 413, while streaming: never reads past the limit.
 
-    `overrides` gives larger limits to path prefixes (file uploads) as (prefix, bytes).
+    `overrides` gives other limits to the paths that fully match a regular expression (file
+    uploads), as (pattern, bytes); the first match wins.
     """
 
     def __init__(
@@ -109,11 +110,11 @@ class BodySizeLimitMiddleware:
     ) -> None:
         self.app = app
         self.max_bytes = max_bytes
-        self.overrides = sorted(overrides, key=lambda item: -len(item[0]))
+        self.overrides = [(re.compile(pattern), limit) for pattern, limit in overrides]
 
     def _limit_for(self, path: str) -> int:
-        for prefix, limit in self.overrides:
-            if path.startswith(prefix):
+        for pattern, limit in self.overrides:
+            if pattern.fullmatch(path):
                 return limit
         return self.max_bytes
 

@@ -3,6 +3,15 @@
 from app.db import Base
 from features.audit import models as audit_models
 from features.auth import models as auth_models
+from features.notes import models as notes_models
 from features.patients import models as patients_models
+from features.summaries import models as summaries_models
 
-__all__ = ["Base", "audit_models", "auth_models", "patients_models"]
+__all__ = [
+    "Base",
+    "audit_models",
+    "auth_models",
+    "notes_models",
+    "patients_models",
+    "summaries_models",
+]

@@ -107,6 +107,7 @@ async def app(settings: Settings, database_url: str):
     application.state.runtime = runtime
     yield application
     await runtime.engine.dispose()
+    await runtime.llm.aclose()
 
 
 @pytest.fixture
@@ -266,3 +267,19 @@ def live_server(server_url: str, tmp_path_factory) -> Iterator[LiveServer]:
         except subprocess.TimeoutExpired:
             process.kill()
         drop_database(server_url, name)
+
+
+@pytest.fixture(scope="session")
+def openai_server():
+    """One OpenAI Chat Completions test double on loopback for the whole run."""
+    from tests.doubles.openai_server import OpenAIDouble
+
+    with OpenAIDouble(api_key="test-openai-key") as server:
+        yield server
+
+
+@pytest.fixture
+def openai_double(openai_server):
+    openai_server.reset()
+    yield openai_server
+    openai_server.reset()

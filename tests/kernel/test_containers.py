@@ -142,6 +142,8 @@ def test_dockerfile_builds_in_stages_and_runs_unprivileged():
     healthchecks = [value for keyword, value in runtime if keyword == "HEALTHCHECK"]
     assert healthchecks and "/health" in healthchecks[-1]
     assert ("CMD", '["python", "-m", "app", "serve"]') in runtime
+    # Scanned notes need OCR in the image that serves uploads.
+    assert any(kw == "RUN" and "tesseract-ocr" in value for kw, value in runtime)
 
 
 def test_dockerfile_copies_only_what_exists_and_never_the_local_env():

@@ -1,0 +1,293 @@
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, date, datetime
+from typing import Any
+
+import structlog
+from sqlalchemy import Text, and_, cast, func, literal, select
+from sqlalchemy.dialects.postgresql import JSONB, insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.clients.llm import LLMClient, LLMError, LLMInvalidAnswer
+from app.security import Principal
+from features.audit import handlers as audit
+from features.notes import handlers as notes
+from features.patients import handlers as patients
+from features.summaries import extractive, prompt
+from features.summaries.models import CachedSummary
+from features.summaries.schemas import (
+    Audience,
+    Length,
+    LLMSummary,
+    SummaryBody,
+    SummaryHead,
+    SummaryPatient,
+)
+
+log = structlog.get_logger(__name__)
+MAX_OUTPUT_TOKENS = {"brief": 600, "standard": 1200, "detailed": 2500}
+# Fallbacks caused by a passing failure are not cached: the next request tries the LLM again.
+CACHEABLE_FALLBACKS = frozenset({None, "no LLM is configured (OPENAI_API_KEY is not set)"})
+
+
+def age_on(birth_date: date, today: date) -> int:
+    return (
+        today.year
+        - birth_date.year
+        - ((today.month, today.day) < (birth_date.month, birth_date.day))
+    )
+
+
+def _patient_block(patient: Any) -> tuple[SummaryPatient, str]:
+    block = SummaryPatient(
+        name=f"{patient.given_name} {patient.family_name}",
+        age=age_on(patient.birth_date, datetime.now(UTC).date()),
+        sex=patient.sex,
+        mrn=patient.mrn,
+        birth_date=patient.birth_date,
+    )
+    heading = (
+        f"{block.name}, {block.age} y, {block.sex}, MRN {block.mrn}, "
+        f"born {block.birth_date.isoformat()}"
+    )
+    return block, heading
+
+
+def _options_key(audience: Audience, length: Length, since: datetime | None) -> str:
+    return f"{audience}|{length}|{since.astimezone(UTC).isoformat() if since else ''}"
+
+
+async def _cached(
+    session: AsyncSession,
+    patient_id: uuid.UUID,
+    options_key: str,
+    generator_id: str,
+    since: datetime | None,
+    *,
+    refresh: bool,
+) -> tuple[str, str | None]:
+    """(the fingerprint of what a summary would be made from now, the cached summary's JSON if
+    one was made from exactly that), in one round trip."""
+    fingerprint = func.md5(
+        func.concat(generator_id, "|", notes.notes_fingerprint(patient_id, since))
+    ).label("fingerprint")
+    # MATERIALIZED: computed once, not once per use.
+    current = select(fingerprint).cte("current").prefix_with("MATERIALIZED")
+    query = select(
+        current.c.fingerprint,
+        literal(None, Text) if refresh else cast(CachedSummary.body, Text),
+    ).outerjoin(
+        CachedSummary,
+        and_(
+            CachedSummary.patient_id == patient_id,
+            CachedSummary.options_key == options_key,
+            CachedSummary.notes_fingerprint == current.c.fingerprint,
+        ),
+    )
+    row = (await session.execute(query.select_from(current))).one()
+    return row[0], row[1]
+
+
+def _generator_id(llm: LLMClient) -> str:
+    return f"llm:{llm.model}" if llm.enabled else "extractive"
+
+
+def _to_facts(note: Any) -> extractive.NoteFacts:
+    return extractive.NoteFacts(
+        id=note.id,
+        taken_at=note.taken_at,
+        note_type=note.note_type,
+        facts=note.facts,
+        highlights=note.highlights,
+        content_chars=note.content_chars,
+    )
+
+
+def _validated_llm_answer(answer: LLMSummary, sent_ids: set[str]) -> dict[str, Any]:
+    """The LLM's key facts, refused when they cite notes it was not given."""
+    cited = {
+        note_id
+        for items in (answer.diagnoses, answer.medications, answer.allergies)
+        for item in items
+        for note_id in item.note_ids
+    }
+    unknown = cited - sent_ids
+    if unknown:
+        raise LLMInvalidAnswer(f"the answer cited {len(unknown)} note id(s) it was not given")
+    return {
+        "diagnoses": [item.model_dump() for item in answer.diagnoses],
+        "medications": [item.model_dump() for item in answer.medications],
+        "allergies": [item.model_dump() for item in answer.allergies],
+    }
+
+
+async def _generate(
+    llm: LLMClient,
+    notes_facts: list[extractive.NoteFacts],
+    subject: extractive.Subject,
+    load_texts: Callable[[list[uuid.UUID]], Awaitable[dict[uuid.UUID, str]]],
+    *,
+    audience: Audience,
+    length: Length,
+    max_input_tokens: int,
+) -> dict[str, Any]:
+    """The summary body (without the patient block): from the LLM, or else extractive."""
+    started = time.perf_counter()
+    key_info = extractive.key_information(notes_facts)
+    sources = [
+        {"id": str(n.id), "taken_at": n.taken_at.isoformat(), "note_type": n.note_type}
+        for n in notes_facts
+    ]
+    fallback_reason = None
+    if not notes_facts:
+        fallback_reason = "the patient has no notes"
+    elif not llm.enabled:
+        fallback_reason = "no LLM is configured (OPENAI_API_KEY is not set)"
+    else:
+        plan = prompt.fit_notes(notes_facts, max_input_tokens)
+        text_ids = [n.id for n, sent_as in zip(notes_facts, plan, strict=True) if sent_as == "text"]
+        texts = await load_texts(text_ids)
+        entries = [
+            prompt.entry(note, sent_as, texts.get(note.id))
+            for note, sent_as in zip(notes_facts, plan, strict=True)
+            if sent_as != "none"
+        ]
+        context: dict[str, Any] = {"age": subject.age, "sex": subject.sex}
+        if audience == "family":
+            context["first_name"] = subject.given_name
+        messages = prompt.build_messages(
+            entries, audience=audience, length=length, patient_context=context
+        )
+        try:
+            result = await llm.complete_json(
+                messages=messages,
+                schema_name="patient_summary",
+                output_model=LLMSummary,
+                max_output_tokens=MAX_OUTPUT_TOKENS[length],
+            )
+            llm_facts = _validated_llm_answer(result.value, {entry["id"] for entry in entries})
+        except LLMError as exc:
+            fallback_reason = f"the LLM failed: {exc.reason}"
+            log.warning("summary.llm_fallback", reason=exc.reason)
+        else:
+            for source, sent_as in zip(sources, plan, strict=True):
+                source["sent_as"] = sent_as
+            return {
+                "summary": result.value.summary,
+                # Vital signs come from the extracted data: exact values with their dates.
+                "key_information": {
+                    **llm_facts,
+                    "no_known_allergies": key_info["no_known_allergies"]
+                    and not llm_facts["allergies"],
+                    "latest_vital_signs": key_info["latest_vital_signs"],
+                },
+                "sources": sources,
+                "generator": {
+                    "kind": "llm",
+                    "model": result.model,
+                    "duration_ms": result.duration_ms,
+                    "fallback_reason": None,
+                },
+            }
+    for source in sources:
+        source["sent_as"] = "none"
+    summary = extractive.narrative(notes_facts, key_info, subject, audience=audience, length=length)
+    return {
+        "summary": summary,
+        "key_information": key_info,
+        "sources": sources,
+        "generator": {
+            "kind": "extractive",
+            "model": None,
+            "duration_ms": round((time.perf_counter() - started) * 1000),
+            "fallback_reason": fallback_reason,
+        },
+    }
+
+
+async def summarise_patient(
+    session: AsyncSession,
+    actor: Principal,
+    llm: LLMClient,
+    patient_id: uuid.UUID,
+    *,
+    audience: Audience,
+    length: Length,
+    since: datetime | None,
+    refresh: bool,
+    max_input_tokens: int,
+) -> str:
+    """The summary as `SummaryRead` JSON text.
+
+    Text, not a model: a cached summary goes from the database to the client without being
+    parsed, validated and serialised again (it was validated once, when it was made)."""
+    patient = await patients.get_patient(session, actor, patient_id, audited_action="summary.read")
+    block, heading = _patient_block(patient)
+    options_key = _options_key(audience, length, since)
+    fingerprint, body_json = await _cached(
+        session, patient_id, options_key, _generator_id(llm), since, refresh=refresh
+    )
+    cached = body_json is not None
+    if body_json is None:
+        rows = await notes.notes_for_summary(session, patient_id, since)
+        notes_facts = [_to_facts(row) for row in rows]
+        subject = extractive.Subject(given_name=patient.given_name, age=block.age, sex=patient.sex)
+        generated = await _generate(
+            llm,
+            notes_facts,
+            subject,
+            lambda ids: notes.note_texts(session, patient_id, ids),
+            audience=audience,
+            length=length,
+            max_input_tokens=max_input_tokens,
+        )
+        body = SummaryBody.model_validate({**generated, "generated_at": datetime.now(UTC)})
+        body_json = body.model_dump_json()
+        if body.generator.fallback_reason in CACHEABLE_FALLBACKS or not notes_facts:
+            await _store(session, patient_id, options_key, fingerprint, body_json)
+
+    await audit.record(
+        session,
+        actor=actor,
+        action="summary.read",
+        patient_id=patient_id,
+        resource_type="Summary",
+        detail=f"{audience}/{length}; cached={cached}",
+    )
+    head = SummaryHead(
+        patient=block,
+        heading=heading,
+        audience=audience,
+        length=length,
+        since=since,
+        cached=cached,
+    )
+    # Two JSON objects made one: {head...} + {body...} -> {head..., body...}.
+    return head.model_dump_json()[:-1] + "," + body_json.lstrip()[1:]
+
+
+async def _store(
+    session: AsyncSession,
+    patient_id: uuid.UUID,
+    options_key: str,
+    fingerprint: str,
+    body_json: str,
+) -> None:
+    statement = insert(CachedSummary).values(
+        id=uuid.uuid4(),
+        patient_id=patient_id,
+        options_key=options_key,
+        notes_fingerprint=fingerprint,
+        body=cast(literal(body_json, Text), JSONB),
+    )
+    await session.execute(
+        statement.on_conflict_do_update(
+            constraint="uq_patient_summaries_patient_id",
+            set_={
+                "notes_fingerprint": statement.excluded.notes_fingerprint,
+                "body": statement.excluded.body,
+                "generated_at": func.now(),
+            },
+        )
+    )
