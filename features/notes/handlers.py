@@ -4,8 +4,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from anyio import to_thread
-from sqlalchemy import Row, ScalarSelect, Text, cast, delete, func, literal, select
-from sqlalchemy.dialects.postgresql import aggregate_order_by
+from sqlalchemy import Row, ScalarSelect, delete, func, select
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -17,7 +17,7 @@ from features.audit import handlers as audit
 from features.audit.schemas import Outcome
 from features.notes import extraction, files
 from features.notes.highlights import highlights
-from features.notes.models import Note, NoteFile
+from features.notes.models import Note, NoteFile, PatientNotesVersion
 from features.notes.schemas import (
     ClassificationRead,
     NoteFileRead,
@@ -157,6 +157,7 @@ async def create_note(
     if upload is not None:
         session.add(NoteFile(note_id=note.id, data=upload.data))
         await session.flush()
+    await _notes_changed(session, patient_id)
     # As GET will show it (taken_at in UTC, server defaults).
     await session.refresh(note)
     await audit.record(
@@ -223,6 +224,7 @@ async def read_file(session: AsyncSession, actor: Principal, note: Note) -> tupl
 
 async def delete_note(session: AsyncSession, actor: Principal, note: Note) -> None:
     await session.execute(delete(Note).where(Note.id == note.id))
+    await _notes_changed(session, note.patient_id)
     await audit.record(
         session,
         actor=actor,
@@ -308,18 +310,21 @@ async def note_texts(
     return {row.id: row.content for row in rows}
 
 
-def notes_fingerprint(patient_id: uuid.UUID, since: datetime | None) -> ScalarSelect[str]:
-    """A SQL expression that changes whenever a note a summary would be made from is added or
-    deleted (notes are never edited, so their ids say it all), for use inside a query."""
-    query = select(
-        func.concat(
-            func.count(),
-            ":",
-            func.md5(
-                func.string_agg(cast(Note.id, Text), aggregate_order_by(literal(","), Note.id))
-            ),
+def notes_version(patient_id: uuid.UUID) -> ScalarSelect[int]:
+    """A SQL expression for the number of changes (adds and deletes) to the patient's notes
+    so far, for use inside a query: whatever was made from the notes is stale once it moves."""
+    return (
+        select(func.coalesce(func.max(PatientNotesVersion.version), 0))
+        .where(PatientNotesVersion.patient_id == patient_id)
+        .scalar_subquery()
+    )
+
+
+async def _notes_changed(session: AsyncSession, patient_id: uuid.UUID) -> None:
+    statement = insert(PatientNotesVersion).values(patient_id=patient_id, version=1)
+    await session.execute(
+        statement.on_conflict_do_update(
+            index_elements=[PatientNotesVersion.patient_id],
+            set_={"version": PatientNotesVersion.version + 1},
         )
-    ).where(Note.patient_id == patient_id)
-    if since is not None:
-        query = query.where(Note.taken_at >= since)
-    return query.scalar_subquery()
+    )

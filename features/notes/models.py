@@ -75,3 +75,15 @@ class NoteFile(Base):
         ForeignKey("notes.id", ondelete="CASCADE"), primary_key=True
     )
     data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class PatientNotesVersion(Base):
+    """Counts the changes to a patient's notes (each add and delete), so that what depends on
+    them (cached summaries) can tell in one lookup whether they changed."""
+
+    __tablename__ = "patient_notes_versions"
+
+    patient_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("patients.id", ondelete="CASCADE"), primary_key=True
+    )
+    version: Mapped[int] = mapped_column(BigInteger)

@@ -63,15 +63,15 @@ async def _cached(
     patient_id: uuid.UUID,
     options_key: str,
     generator_id: str,
-    since: datetime | None,
     *,
     refresh: bool,
 ) -> tuple[str, str | None]:
-    """(the fingerprint of what a summary would be made from now, the cached summary's JSON if
-    one was made from exactly that), in one round trip."""
-    fingerprint = func.md5(
-        func.concat(generator_id, "|", notes.notes_fingerprint(patient_id, since))
-    ).label("fingerprint")
+    """(the fingerprint of what a summary would be made from now: the generator and the
+    version of the patient's notes; the cached summary's JSON if one was made from exactly
+    that), in one round trip."""
+    fingerprint = func.concat(generator_id, "|", notes.notes_version(patient_id)).label(
+        "fingerprint"
+    )
     # MATERIALIZED: computed once, not once per use.
     current = select(fingerprint).cte("current").prefix_with("MATERIALIZED")
     query = select(
@@ -226,7 +226,7 @@ async def summarise_patient(
     block, heading = _patient_block(patient)
     options_key = _options_key(audience, length, since)
     fingerprint, body_json = await _cached(
-        session, patient_id, options_key, _generator_id(llm), since, refresh=refresh
+        session, patient_id, options_key, _generator_id(llm), refresh=refresh
     )
     cached = body_json is not None
     if body_json is None:

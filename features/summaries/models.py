@@ -20,7 +20,8 @@ class CachedSummary(UUIDPrimaryKey, Base):
     patient_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("patients.id", ondelete="CASCADE"))
     # audience, length and since, as one string.
     options_key: Mapped[str] = mapped_column(String(100))
-    notes_fingerprint: Mapped[str] = mapped_column(String(64))
+    # The generator (LLM and model, or extractive) and the version of the patient's notes.
+    notes_fingerprint: Mapped[str] = mapped_column(String(200))
     # JSON, not JSONB: stored and sent back as the text it was written as, never queried into.
     body: Mapped[dict[str, Any]] = mapped_column(JSON)
     generated_at: Mapped[datetime] = mapped_column(
