@@ -1,9 +1,9 @@
 import uuid
-from datetime import datetime
 from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Depends, Query, Response, status
+from pydantic import AwareDatetime
 
 from app.db import SessionDep
 from app.errors import problem_responses
@@ -45,6 +45,19 @@ NOTE_REQUEST_BODY: dict[str, Any] = {
         },
     }
 }
+
+
+def note_filters(
+    note_type: NoteType | None = None,
+    taken_after: Annotated[AwareDatetime | None, Query(description="Taken at or after.")] = None,
+    taken_before: Annotated[
+        AwareDatetime | None, Query(description="Taken strictly before.")
+    ] = None,
+) -> NoteFilters:
+    return NoteFilters(note_type=note_type, taken_after=taken_after, taken_before=taken_before)
+
+
+Filters = Annotated[NoteFilters, Depends(note_filters)]
 
 
 @router.post(
@@ -92,16 +105,9 @@ async def list_patient_notes(
     user: CareTeamMember,
     patient_id: PatientId,
     page: PageDep,
-    note_type: NoteType | None = None,
-    taken_after: Annotated[datetime | None, Query(description="Taken at or after.")] = None,
-    taken_before: Annotated[datetime | None, Query(description="Taken strictly before.")] = None,
+    filters: Filters,
 ) -> Page[NoteListItem]:
-    filters = NoteFilters(
-        patient_id=patient_id,
-        note_type=note_type,
-        taken_after=taken_after,
-        taken_before=taken_before,
-    )
+    filters = filters.model_copy(update={"patient_id": patient_id})
     return await handlers.list_notes(session, user, filters, page)
 
 
@@ -157,15 +163,8 @@ async def list_notes(
     session: SessionDep,
     user: CareTeamMember,
     page: PageDep,
+    filters: Filters,
     patient_id: uuid.UUID | None = None,
-    note_type: NoteType | None = None,
-    taken_after: Annotated[datetime | None, Query(description="Taken at or after.")] = None,
-    taken_before: Annotated[datetime | None, Query(description="Taken strictly before.")] = None,
 ) -> Page[NoteListItem]:
-    filters = NoteFilters(
-        patient_id=patient_id,
-        note_type=note_type,
-        taken_after=taken_after,
-        taken_before=taken_before,
-    )
+    filters = filters.model_copy(update={"patient_id": patient_id})
     return await handlers.list_notes(session, user, filters, page)

@@ -1,8 +1,8 @@
 import uuid
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
+from pydantic import AwareDatetime
 
 from app.clients.llm import LLMDep
 from app.db import SessionDep
@@ -34,7 +34,8 @@ async def get_summary(
     audience: Audience = "clinician",
     length: Length = "standard",
     since: Annotated[
-        datetime | None, Query(description="Summarise only notes taken at or after this time.")
+        AwareDatetime | None,
+        Query(description="Summarise only notes taken at or after this time (with a time zone)."),
     ] = None,
     refresh: Annotated[bool, Query(description="Ignore the cached summary.")] = False,
 ) -> Response:

@@ -324,6 +324,10 @@ async def test_notes_are_listed_newest_first_and_filtered(client, clinician, not
         notes_url, params={"taken_before": "2026-01-02T08:00:00Z"}, headers=clinician.headers
     )
     assert [item["preview"] for item in before.json()["items"]] == ["Day 1 note."]
+    naive = await client.get(
+        notes_url, params={"taken_after": "2026-01-02T08:00:00"}, headers=clinician.headers
+    )
+    assert naive.status_code == 422
 
 
 async def test_all_notes_are_listed_for_clinicians_by_patient(

@@ -193,6 +193,11 @@ async def test_summaries_are_for_the_care_team_and_known_patients(client, make_u
         summary_url(patient), params={"audience": "lawyer"}, headers=clinician.headers
     )
     assert bad.status_code == 422
+    naive = await client.get(
+        summary_url(patient), params={"since": "2026-01-01T00:00:00"}, headers=clinician.headers
+    )
+    assert naive.status_code == 422
+    assert ["query", "since"] in [error["loc"] for error in naive.json()["errors"]]
 
 
 # --- with an LLM ----------------------------------------------------------------------------
