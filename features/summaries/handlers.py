@@ -28,7 +28,9 @@ from features.summaries.schemas import (
 log = structlog.get_logger(__name__)
 MAX_OUTPUT_TOKENS = {"brief": 600, "standard": 1200, "detailed": 2500}
 # Fallbacks caused by a passing failure are not cached: the next request tries the LLM again.
-CACHEABLE_FALLBACKS = frozenset({None, "no LLM is configured (OPENAI_API_KEY is not set)"})
+NO_LLM = "no LLM is configured (OPENAI_API_KEY is not set)"
+NO_NOTES = "the patient has no notes"
+CACHEABLE_FALLBACKS = frozenset({None, NO_LLM, NO_NOTES})
 
 
 def age_on(birth_date: date, today: date) -> int:
@@ -141,9 +143,9 @@ async def _generate(
     ]
     fallback_reason = None
     if not notes_facts:
-        fallback_reason = "the patient has no notes"
+        fallback_reason = NO_NOTES
     elif not llm.enabled:
-        fallback_reason = "no LLM is configured (OPENAI_API_KEY is not set)"
+        fallback_reason = NO_LLM
     else:
         plan = prompt.fit_notes(notes_facts, max_input_tokens)
         text_ids = [n.id for n, sent_as in zip(notes_facts, plan, strict=True) if sent_as == "text"]
@@ -244,7 +246,7 @@ async def summarise_patient(
         )
         body = SummaryBody.model_validate({**generated, "generated_at": datetime.now(UTC)})
         body_json = body.model_dump_json()
-        if body.generator.fallback_reason in CACHEABLE_FALLBACKS or not notes_facts:
+        if body.generator.fallback_reason in CACHEABLE_FALLBACKS:
             await _store(session, patient_id, options_key, fingerprint, body_json)
 
     await audit.record(
