@@ -78,6 +78,26 @@ def to_read(note: Note) -> NoteRead:
     )
 
 
+async def _audit(
+    session: AsyncSession,
+    actor: Principal,
+    action: str,
+    *,
+    patient_id: uuid.UUID | None,
+    note_id: uuid.UUID | None = None,
+    outcome: Outcome = Outcome.SUCCESS,
+) -> None:
+    await audit.record(
+        session,
+        actor=actor,
+        action=action,
+        outcome=outcome,
+        patient_id=patient_id,
+        resource_type="Note",
+        resource_id=note_id,
+    )
+
+
 async def _analyse(text: str) -> extraction.NoteAnalysis:
     if len(text) <= ANALYSE_INLINE_MAX_CHARS:
         return extraction.analyse(text)
@@ -160,14 +180,7 @@ async def create_note(
     await _notes_changed(session, patient_id)
     # As GET will show it (taken_at in UTC, server defaults).
     await session.refresh(note)
-    await audit.record(
-        session,
-        actor=actor,
-        action="note.create",
-        patient_id=patient_id,
-        resource_type="Note",
-        resource_id=note.id,
-    )
+    await _audit(session, actor, "note.create", patient_id=patient_id, note_id=note.id)
     return to_read(note)
 
 
@@ -182,28 +195,20 @@ async def get_note(
     """The note, if it belongs to this patient; 404 (audited) otherwise."""
     note = await session.get(Note, note_id)
     if note is None or note.patient_id != patient_id:
-        await audit.record(
+        await _audit(
             session,
-            actor=actor,
-            action=audited_action,
-            outcome=Outcome.NOT_FOUND,
+            actor,
+            audited_action,
             patient_id=patient_id,
-            resource_type="Note",
-            resource_id=note_id,
+            note_id=note_id,
+            outcome=Outcome.NOT_FOUND,
         )
         raise NotFound(f"Patient {patient_id} has no note {note_id}.", keep_changes=True)
     return note
 
 
 async def read_note(session: AsyncSession, actor: Principal, note: Note) -> NoteRead:
-    await audit.record(
-        session,
-        actor=actor,
-        action="note.read",
-        patient_id=note.patient_id,
-        resource_type="Note",
-        resource_id=note.id,
-    )
+    await _audit(session, actor, "note.read", patient_id=note.patient_id, note_id=note.id)
     return to_read(note)
 
 
@@ -211,28 +216,14 @@ async def read_file(session: AsyncSession, actor: Principal, note: Note) -> tupl
     data = await session.scalar(select(NoteFile.data).where(NoteFile.note_id == note.id))
     if data is None:
         raise NotFound(f"Note {note.id} was written as text: it has no file.")
-    await audit.record(
-        session,
-        actor=actor,
-        action="note.file.read",
-        patient_id=note.patient_id,
-        resource_type="Note",
-        resource_id=note.id,
-    )
+    await _audit(session, actor, "note.file.read", patient_id=note.patient_id, note_id=note.id)
     return note, data
 
 
 async def delete_note(session: AsyncSession, actor: Principal, note: Note) -> None:
     await session.execute(delete(Note).where(Note.id == note.id))
     await _notes_changed(session, note.patient_id)
-    await audit.record(
-        session,
-        actor=actor,
-        action="note.delete",
-        patient_id=note.patient_id,
-        resource_type="Note",
-        resource_id=note.id,
-    )
+    await _audit(session, actor, "note.delete", patient_id=note.patient_id, note_id=note.id)
 
 
 async def list_notes(
@@ -257,13 +248,7 @@ async def list_notes(
     )
     rows = (await session.execute(query)).all()
     total = rows[0].total if rows else await _count(session, conditions, page)
-    await audit.record(
-        session,
-        actor=actor,
-        action="note.list",
-        patient_id=filters.patient_id,
-        resource_type="Note",
-    )
+    await _audit(session, actor, "note.list", patient_id=filters.patient_id)
     return Page[NoteListItem](
         items=[_list_item(row.Note) for row in rows],
         total=total,
