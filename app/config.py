@@ -1,5 +1,6 @@
 """Settings from the environment and `.env`, with plain variable names (DATABASE_URL, ...)."""
 
+import re
 from functools import cached_property
 from typing import Annotated, Literal
 
@@ -10,6 +11,19 @@ DEFAULT_SECRET_KEY = "dev-secret-key-change-me-in-production-000000"
 DEFAULT_ADMIN_PASSWORD = "admin-dev-password"
 MIN_SECRET_KEY_LENGTH = 32
 MIN_PRODUCTION_ADMIN_PASSWORD_LENGTH = 12
+RESOURCE_TYPE_NAME = re.compile(r"[A-Z][A-Za-z]{1,63}")
+DEFAULT_FHIR_RESOURCE_TYPES = (
+    "Patient",
+    "Observation",
+    "Condition",
+    "MedicationRequest",
+    "Procedure",
+    "AllergyIntolerance",
+    "Encounter",
+    "DiagnosticReport",
+    "Immunization",
+    "CarePlan",
+)
 
 
 class InsecureSettingsError(ValueError):
@@ -57,6 +71,46 @@ class Settings(BaseSettings):
     llm_timeout_s: float = Field(default=30.0, gt=0)
     llm_max_retries: int = Field(default=2, ge=0, le=10)
     llm_max_input_tokens: int = Field(default=12_000, ge=500)
+
+    # FHIR server (HAPI FHIR in production). Unset: the FHIR features answer 503.
+    fhir_base_url: str | None = None
+    fhir_auth_token: SecretStr | None = None
+    fhir_username: str | None = None
+    fhir_password: SecretStr | None = None
+    fhir_timeout_s: float = Field(default=10.0, gt=0)
+    fhir_max_retries: int = Field(default=3, ge=0, le=10)
+    # The FHIR proxy: resource types it lets through, and the largest page it asks for.
+    fhir_resource_types: Annotated[list[str], NoDecode] = list(DEFAULT_FHIR_RESOURCE_TYPES)
+    fhir_max_page_size: int = Field(default=100, ge=1, le=1000)
+
+    # CSV uploads turned into FHIR resources.
+    csv_max_bytes: int = Field(default=50 * 1024 * 1024, ge=1024)
+    csv_batch_size: int = Field(default=50, ge=1, le=1000)
+    csv_max_attempts: int = Field(default=5, ge=1, le=100)
+    csv_patient_id_system: str = "urn:clinical-backend:csv-patient-id"
+    # A FHIR terminology server ($translate, $lookup); unset: the built-in code table.
+    terminology_url: str | None = None
+    terminology_timeout_s: float = Field(default=10.0, gt=0)
+
+    @field_validator("fhir_resource_types", mode="before")
+    @classmethod
+    def _split_types(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [name.strip() for name in value.split(",") if name.strip()]
+        return value
+
+    @field_validator("fhir_resource_types", mode="after")
+    @classmethod
+    def _resource_type_names(cls, value: list[str]) -> list[str]:
+        bad = [name for name in value if not RESOURCE_TYPE_NAME.fullmatch(name)]
+        if bad:
+            raise ValueError(f"not FHIR resource type names: {', '.join(bad)}")
+        return value
+
+    @field_validator("fhir_base_url", "terminology_url", mode="after")
+    @classmethod
+    def _no_trailing_slash(cls, value: str | None) -> str | None:
+        return value.rstrip("/") or None if value else None
 
     @field_validator("cors_origins", mode="before")
     @classmethod

@@ -18,6 +18,7 @@ from prometheus_fastapi_instrumentator import Instrumentator
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app import api, system
+from app.clients.fhir import FHIRClient
 from app.clients.llm import LLMClient
 from app.config import Settings
 from app.db import create_engine, create_sessionmaker, resolve_database_url, to_libpq_url
@@ -42,6 +43,7 @@ class Runtime:
     sessionmaker: async_sessionmaker[AsyncSession]
     job_app: procrastinate.App
     llm: LLMClient
+    fhir: FHIRClient
     principal_loader: Callable[..., Awaitable[Any]] = api.load_principal
     readiness_checks: dict[str, ReadinessCheck] = field(default_factory=dict)
 
@@ -50,8 +52,17 @@ async def build_runtime(settings: Settings, database_url: str) -> Runtime:
     engine = create_engine(database_url, settings)
     sessionmaker = create_sessionmaker(engine)
     job_app = create_job_app(to_libpq_url(database_url), api.JOB_BLUEPRINTS)
-    runtime = Runtime(settings, engine, sessionmaker, job_app, LLMClient.from_settings(settings))
+    runtime = Runtime(
+        settings,
+        engine,
+        sessionmaker,
+        job_app,
+        LLMClient.from_settings(settings),
+        FHIRClient.from_settings(settings),
+    )
     runtime.readiness_checks["database"] = lambda: system.check_database(engine)
+    if runtime.fhir.enabled:
+        runtime.readiness_checks["fhir"] = runtime.fhir.check
     return runtime
 
 
@@ -89,6 +100,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
                     await worker
     await runtime.engine.dispose()
     await runtime.llm.aclose()
+    await runtime.fhir.aclose()
 
 
 def _problem_content_types(schema: dict[str, Any]) -> dict[str, Any]:

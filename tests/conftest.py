@@ -108,6 +108,7 @@ async def app(settings: Settings, database_url: str):
     yield application
     await runtime.engine.dispose()
     await runtime.llm.aclose()
+    await runtime.fhir.aclose()
 
 
 @pytest.fixture
@@ -267,6 +268,54 @@ def live_server(server_url: str, tmp_path_factory) -> Iterator[LiveServer]:
         except subprocess.TimeoutExpired:
             process.kill()
         drop_database(server_url, name)
+
+
+# --- a real FHIR server: FHIR_BASE_URL when set, else sekmet-fhir started for this run -------
+
+
+@dataclass
+class ExternalFHIRServer:
+    """A FHIR server this run did not start: it is never stopped, restarted or wiped."""
+
+    base_url: str
+    restartable = False
+
+
+@pytest.fixture(scope="session")
+def fhir_server():
+    """The FHIR server of the run, started on first use and stopped at the end."""
+    from tests.fhir_server import FHIRServerUnavailable, SekmetServer
+
+    if os.environ.get("FHIR_BASE_URL"):
+        yield ExternalFHIRServer(os.environ["FHIR_BASE_URL"].rstrip("/"))
+        return
+    server = SekmetServer()
+    try:
+        server.start()
+    except FHIRServerUnavailable as exc:
+        server.close()
+        if os.environ.get("CI"):
+            pytest.fail(f"the test FHIR server did not start: {exc}")
+        pytest.skip(f"no FHIR server (set FHIR_BASE_URL, or allow installing sekmet-fhir): {exc}")
+    server.restartable = True
+    yield server
+    server.close()
+
+
+@pytest.fixture
+async def fhir(app, fhir_server):
+    """The app's FHIR client pointed at the run's FHIR server, for this test."""
+    from app.clients.fhir import FHIRClient
+
+    runtime = app.state.runtime
+    original = runtime.fhir
+    client = FHIRClient(fhir_server.base_url, backoff_s=0.05)
+    runtime.fhir = client
+    try:
+        yield client
+    finally:
+        runtime.fhir = original
+        await client.aclose()
 
 
 @pytest.fixture(scope="session")

@@ -21,7 +21,6 @@ own event loop; the script and the request log are shared under a lock.
 import asyncio
 import json
 import math
-import socket
 import threading
 import time
 import uuid
@@ -29,11 +28,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+
+from tests.doubles.loopback import LoopbackServer
 
 Content = str | dict[str, Any] | Callable[[dict[str, Any]], str | dict[str, Any]]
 
@@ -159,68 +159,31 @@ class OpenAIDouble:
     def __init__(self, api_key: str = DEFAULT_API_KEY) -> None:
         self.api_key = api_key
         self._lock = threading.Lock()  # the script and the request log
-        self._lifecycle = threading.Lock()  # start and stop
         self._script = _Script()
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
-        self.port: int | None = None
         self.app = Starlette(
             routes=[
                 Route("/v1/chat/completions", self._chat_completions, methods=["POST"]),
                 Route("/v1/models", self._models, methods=["GET"]),
             ]
         )
+        self._server = LoopbackServer(self.app, "openai-double")
 
     # --- lifecycle -------------------------------------------------------------------------
 
     @property
+    def port(self) -> int | None:
+        return self._server.port
+
+    @property
     def base_url(self) -> str:
-        if self.port is None:
-            raise RuntimeError("the OpenAI double is not running")
-        return f"http://127.0.0.1:{self.port}/v1"
+        return f"{self._server.origin}/v1"
 
     def start(self) -> "OpenAIDouble":
-        with self._lifecycle:
-            if self._server is None:
-                self._start()
+        self._server.start()
         return self
 
-    def _start(self) -> None:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
-        self.port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            self.app,
-            loop="asyncio",
-            http="h11",
-            lifespan="off",
-            log_config=None,
-            log_level="warning",
-            access_log=False,
-            timeout_graceful_shutdown=1,
-        )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [sock]}, name="openai-double", daemon=True
-        )
-        self._thread.start()
-        deadline = time.monotonic() + 5
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the OpenAI double did not start")
-            time.sleep(0.005)
-
     def stop(self) -> None:
-        with self._lifecycle:
-            server, thread = self._server, self._thread
-            if server is None or thread is None:
-                return
-            server.should_exit = True
-            server.force_exit = True  # do not wait for slow (delayed) answers to finish
-            thread.join(timeout=5)
-            self._server = self._thread = None
-            self.port = None
+        self._server.stop()
 
     def __enter__(self) -> "OpenAIDouble":
         return self.start()

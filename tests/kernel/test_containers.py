@@ -18,9 +18,6 @@ from app.config import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 SETTING_NAMES = {name.upper() for name in Settings.model_fields}
-# Given to the containers ahead of the feature that adds it to Settings; once it is a setting
-# this set is empty, and the name can be dropped from here.
-AWAITED_SETTINGS = {"FHIR_BASE_URL"} - SETTING_NAMES
 APP_SERVICES = ("migrate", "api", "worker")
 # `NAME=value` or `# NAME=value` (documented but unset, like DATABASE_URL).
 ENV_EXAMPLE_LINE = re.compile(r"^#?[ \t]*([A-Z][A-Z0-9_]*)=", re.MULTILINE)
@@ -113,17 +110,17 @@ def test_every_variable_given_to_an_app_service_is_a_setting(name):
     assert ".env" in env_files(name)
     # env_file is .env, made from .env.example, so its names reach the service too.
     given = set(environment(name)) | set(env_example_names())
-    assert given - SETTING_NAMES - AWAITED_SETTINGS == set()
+    assert given - SETTING_NAMES == set()
 
 
 def test_env_example_documents_every_setting_once():
     names = env_example_names()
     assert len(names) == len(set(names)), "a setting is listed twice"
-    assert set(names) == SETTING_NAMES | AWAITED_SETTINGS
+    assert set(names) == SETTING_NAMES
 
 
 def test_env_example_loads_as_development_settings(monkeypatch):
-    for name in SETTING_NAMES | AWAITED_SETTINGS:
+    for name in SETTING_NAMES:
         monkeypatch.delenv(name, raising=False)
     settings = Settings(_env_file=ROOT / ".env.example")
     assert settings.environment == "development"
