@@ -9,6 +9,7 @@ from features.auth import tasks as auth_tasks
 from features.auth.router import legacy_router as auth_legacy_router
 from features.auth.router import router as auth_router
 from features.auth.router import users_router
+from features.fhir_proxy.router import router as fhir_router
 from features.notes.router import router as notes_router
 from features.patients.router import router as patients_router
 from features.summaries.router import router as summaries_router
@@ -20,6 +21,7 @@ ROUTERS = [
     patients_router,
     notes_router,
     summaries_router,
+    fhir_router,
     audit_router,
 ]
 JOB_BLUEPRINTS = [auth_tasks.blueprint]
@@ -29,6 +31,11 @@ OPENAPI_TAGS = [
     {"name": "patients", "description": "The patient registry."},
     {"name": "notes", "description": "Clinical notes: text, PDF and scanned uploads."},
     {"name": "summaries", "description": "Patient summaries written by an LLM, or offline."},
+    {
+        "name": "fhir",
+        "description": "FHIR R4 REST, proxied to the FHIR server: the allowed resource types; "
+        "patients see only their own compartment. Errors are OperationOutcome.",
+    },
     {"name": "audit", "description": "Who read or changed what, and when."},
     {"name": "system", "description": "Liveness and readiness probes."},
 ]

@@ -114,15 +114,17 @@ def cmd_worker(args: argparse.Namespace) -> int:
     async def run() -> None:
         engine = create_engine(url, settings)
         job_app = create_job_app(to_libpq_url(url), api.JOB_BLUEPRINTS)
+        context = worker_context(settings, create_sessionmaker(engine))
         try:
             async with job_app.open_async():
                 await job_app.run_worker_async(
                     queues=args.queues or None,
                     concurrency=args.concurrency,
-                    additional_context=worker_context(settings, create_sessionmaker(engine)),
+                    additional_context=context,
                     name="worker",
                 )
         finally:
+            await context["fhir"].aclose()
             await engine.dispose()
 
     asyncio.run(run())

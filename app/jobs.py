@@ -17,6 +17,7 @@ import procrastinate
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.clients.fhir import FHIRClient
 from app.config import Settings
 
 DEFAULT_QUEUE = "default"
@@ -32,9 +33,21 @@ def create_job_app(
 
 
 def worker_context(
-    settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]
+    settings: Settings,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    fhir: FHIRClient | None = None,
 ) -> dict[str, Any]:
-    return {"settings": settings, "sessionmaker": sessionmaker}
+    """What every job gets: the settings, a sessionmaker, and the shared FHIR client (one
+    made from the settings when the caller has none)."""
+    return {
+        "settings": settings,
+        "sessionmaker": sessionmaker,
+        "fhir": fhir or FHIRClient.from_settings(settings),
+    }
+
+
+def job_fhir(context: procrastinate.JobContext) -> FHIRClient:
+    return context.additional_context["fhir"]
 
 
 def job_sessionmaker(context: procrastinate.JobContext) -> async_sessionmaker[AsyncSession]:

@@ -86,7 +86,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             worker = asyncio.create_task(
                 runtime.job_app.run_worker_async(
                     install_signal_handlers=False,
-                    additional_context=worker_context(settings, runtime.sessionmaker),
+                    additional_context=worker_context(settings, runtime.sessionmaker, runtime.fhir),
                     name="in-process",
                 )
             )

@@ -1,12 +1,16 @@
+import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 
+import structlog
 from sqlalchemy import delete, func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.clients.fhir import FHIRClient, FHIRError
 from app.config import Settings
 from app.errors import Conflict, Forbidden, NotFound, TooManyRequests, Unauthorized
+from app.jobs import defer_in_session
 from app.pagination import Page, PageParams
 from app.security import (
     Principal,
@@ -21,6 +25,13 @@ from features.auth.models import LoginFailure, User
 from features.auth.schemas import RegisterRequest, Token, UserCreate, UserRead, UserUpdate
 
 INVALID_CREDENTIALS = "Incorrect email or password."
+# A registered person's FHIR Patient carries the user's id as a URI identifier.
+USER_IDENTIFIER_SYSTEM = "urn:ietf:rfc:3986"
+# Registration waits this long for the FHIR server; after that a job makes the link.
+REGISTER_LINK_TIMEOUT_S = 3.0
+LINK_TASK = "auth.link_fhir_patient"
+
+log = structlog.get_logger(__name__)
 
 
 def _principal(user: User) -> Principal:
@@ -64,7 +75,14 @@ async def _insert_user(session: AsyncSession, user: User) -> User:
     return user
 
 
-async def register(session: AsyncSession, data: RegisterRequest) -> UserRead:
+async def register(
+    session: AsyncSession, data: RegisterRequest, fhir: FHIRClient | None = None
+) -> UserRead:
+    """A patient-role account, linked to a FHIR Patient when a FHIR server is configured.
+
+    The registration never waits on the FHIR server for long nor fails because of it: if the
+    link cannot be made now, a job (deferred in this transaction) makes it when it can.
+    """
     user = User(
         name=data.name,
         email=data.email,
@@ -80,7 +98,59 @@ async def register(session: AsyncSession, data: RegisterRequest) -> UserRead:
         resource_type="User",
         resource_id=user.id,
     )
+    if fhir is not None and fhir.enabled:
+        try:
+            async with asyncio.timeout(REGISTER_LINK_TIMEOUT_S):
+                await link_fhir_patient(session, fhir, user.id)
+        except (FHIRError, TimeoutError) as exc:
+            log.warning("fhir link deferred", user_id=str(user.id), reason=_reason(exc))
+            await defer_in_session(
+                session, LINK_TASK, user_id=str(user.id), queueing_lock=f"{LINK_TASK}:{user.id}"
+            )
     return UserRead.model_validate(user)
+
+
+def _reason(exc: Exception) -> str:
+    return exc.reason if isinstance(exc, FHIRError) else "the FHIR server did not answer in time"
+
+
+def fhir_patient_for(user: User) -> dict:
+    return {
+        "resourceType": "Patient",
+        "identifier": [{"system": USER_IDENTIFIER_SYSTEM, "value": f"urn:uuid:{user.id}"}],
+        "active": True,
+        "name": [{"text": user.name}],
+    }
+
+
+async def link_fhir_patient(session: AsyncSession, fhir: FHIRClient, user_id: uuid.UUID) -> str:
+    """The FHIR Patient id of a patient-role user, creating the Patient when there is none.
+
+    A conditional create on the user's identifier: running again (a retried job, two
+    requests at once) finds the Patient made the first time instead of making another.
+    Raises FHIRError when the FHIR server cannot do it now.
+    """
+    user = await session.get(User, user_id, with_for_update=True)
+    if user is None:
+        raise NotFound("No such user.")
+    if user.fhir_patient_id:
+        return user.fhir_patient_id
+    created = await fhir.create(
+        fhir_patient_for(user),
+        if_none_exist=f"identifier={USER_IDENTIFIER_SYSTEM}|urn:uuid:{user.id}",
+    )
+    user.fhir_patient_id = str(created.resource["id"])
+    await session.flush()
+    await audit.record(
+        session,
+        actor=None,
+        user_id=user.id,
+        action="auth.fhir_link",
+        resource_type="Patient",
+        resource_id=user.fhir_patient_id,
+        detail="created" if created.created else "found by identifier",
+    )
+    return user.fhir_patient_id
 
 
 # --- login and throttling ---------------------------------------------------------------

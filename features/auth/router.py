@@ -3,6 +3,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Form, Response, status
 
+from app.clients.fhir import FHIRDep
 from app.db import SessionDep
 from app.errors import problem_responses
 from app.pagination import Page, PageDep
@@ -33,8 +34,8 @@ Admin = Annotated[Principal, require_roles(Role.ADMIN)]
     response_model=UserRead,
     responses=problem_responses(409),
 )
-async def register(session: SessionDep, body: RegisterRequest) -> UserRead:
-    return await handlers.register(session, body)
+async def register(session: SessionDep, fhir: FHIRDep, body: RegisterRequest) -> UserRead:
+    return await handlers.register(session, body, fhir)
 
 
 @router.post(
