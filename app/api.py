@@ -9,6 +9,9 @@ from features.auth import tasks as auth_tasks
 from features.auth.router import legacy_router as auth_legacy_router
 from features.auth.router import router as auth_router
 from features.auth.router import users_router
+from features.csv_ingest import tasks as csv_ingest_tasks
+from features.csv_ingest.router import legacy_router as csv_legacy_router
+from features.csv_ingest.router import router as csv_router
 from features.fhir_proxy.router import router as fhir_router
 from features.notes.router import router as notes_router
 from features.patients.router import router as patients_router
@@ -22,9 +25,11 @@ ROUTERS = [
     notes_router,
     summaries_router,
     fhir_router,
+    csv_router,
+    csv_legacy_router,
     audit_router,
 ]
-JOB_BLUEPRINTS = [auth_tasks.blueprint]
+JOB_BLUEPRINTS = [auth_tasks.blueprint, csv_ingest_tasks.blueprint]
 OPENAPI_TAGS = [
     {"name": "auth", "description": "Accounts, login and bearer tokens."},
     {"name": "users", "description": "User administration."},
@@ -35,6 +40,11 @@ OPENAPI_TAGS = [
         "name": "fhir",
         "description": "FHIR R4 REST, proxied to the FHIR server: the allowed resource types; "
         "patients see only their own compartment. Errors are OperationOutcome.",
+    },
+    {
+        "name": "csv uploads",
+        "description": "CSV files of patients turned into FHIR Patients, Conditions and "
+        "Observations by a background job.",
     },
     {"name": "audit", "description": "Who read or changed what, and when."},
     {"name": "system", "description": "Liveness and readiness probes."},
@@ -49,7 +59,10 @@ MULTIPART_OVERHEAD_BYTES = 64 * 1024
 
 def body_limit_overrides(settings: Settings) -> list[tuple[str, int]]:
     """Routes that accept files larger than MAX_BODY_BYTES, as (path regex, bytes)."""
-    return [(r"/patients/[^/]+/notes", settings.note_max_bytes + MULTIPART_OVERHEAD_BYTES)]
+    return [
+        (r"/patients/[^/]+/notes", settings.note_max_bytes + MULTIPART_OVERHEAD_BYTES),
+        (r"/csv-uploads|/upload-csv", settings.csv_max_bytes + MULTIPART_OVERHEAD_BYTES),
+    ]
 
 
 async def on_startup(sessionmaker: async_sessionmaker[AsyncSession], settings: Settings) -> None:

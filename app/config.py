@@ -87,6 +87,8 @@ class Settings(BaseSettings):
     csv_max_bytes: int = Field(default=50 * 1024 * 1024, ge=1024)
     csv_batch_size: int = Field(default=50, ge=1, le=1000)
     csv_max_attempts: int = Field(default=5, ge=1, le=100)
+    # The first wait after the FHIR server could not be reached; it doubles, up to 5 minutes.
+    csv_retry_delay_s: float = Field(default=5.0, gt=0, le=300)
     csv_patient_id_system: str = "urn:clinical-backend:csv-patient-id"
     # A FHIR terminology server ($translate, $lookup); unset: the built-in code table.
     terminology_url: str | None = None

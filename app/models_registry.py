@@ -3,6 +3,7 @@
 from app.db import Base
 from features.audit import models as audit_models
 from features.auth import models as auth_models
+from features.csv_ingest import models as csv_ingest_models
 from features.notes import models as notes_models
 from features.patients import models as patients_models
 from features.summaries import models as summaries_models
@@ -11,6 +12,7 @@ __all__ = [
     "Base",
     "audit_models",
     "auth_models",
+    "csv_ingest_models",
     "notes_models",
     "patients_models",
     "summaries_models",

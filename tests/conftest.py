@@ -222,8 +222,9 @@ class LiveServer:
 
 
 @pytest.fixture(scope="session")
-def live_server(server_url: str, tmp_path_factory) -> Iterator[LiveServer]:
-    """`python -m app serve` on a free loopback port, on a database of its own."""
+def live_server(server_url: str, tmp_path_factory, fhir_server) -> Iterator[LiveServer]:
+    """`python -m app serve` on a free loopback port, on a database of its own, talking to the
+    run's FHIR server."""
     name = f"clinical_test_{os.getpid()}_server"
     url = create_database(server_url, name)
     port = free_port()
@@ -237,6 +238,7 @@ def live_server(server_url: str, tmp_path_factory) -> Iterator[LiveServer]:
         "ADMIN_PASSWORD": ADMIN_PASSWORD,
         "WORKER_IN_PROCESS": "true",
         "LOG_LEVEL": "INFO",
+        "FHIR_BASE_URL": fhir_server.base_url,
     }
     with log_path.open("w") as log_file:
         process = subprocess.Popen(

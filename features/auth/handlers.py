@@ -141,6 +141,7 @@ async def link_fhir_patient(session: AsyncSession, fhir: FHIRClient, user_id: uu
     )
     user.fhir_patient_id = str(created.resource["id"])
     await session.flush()
+    await session.refresh(user)  # updated_at is set by the database
     await audit.record(
         session,
         actor=None,

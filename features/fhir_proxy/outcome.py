@@ -37,6 +37,10 @@ ISSUE_CODES = {
 }
 
 
+class FHIRJSONResponse(Response):
+    media_type = FHIR_JSON
+
+
 def operation_outcome(
     diagnostics: str, *, code: str = "processing", expressions: list[str] | None = None
 ) -> dict[str, Any]:

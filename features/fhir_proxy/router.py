@@ -10,9 +10,17 @@ from app.db import SessionDep
 from app.security import CurrentUser, SettingsDep
 from features.fhir_proxy import handlers
 from features.fhir_proxy.handlers import Call, FHIRAnswer
-from features.fhir_proxy.outcome import FHIR_JSON, FHIRRoute, fhir_response, outcome_response
+from features.fhir_proxy.outcome import (
+    FHIR_JSON,
+    FHIRJSONResponse,
+    FHIRRoute,
+    fhir_response,
+    outcome_response,
+)
 
-router = APIRouter(prefix="/fhir", tags=["fhir"], route_class=FHIRRoute)
+router = APIRouter(
+    prefix="/fhir", tags=["fhir"], route_class=FHIRRoute, default_response_class=FHIRJSONResponse
+)
 
 OUTCOME_SCHEMA = {
     "type": "object",

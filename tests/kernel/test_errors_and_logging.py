@@ -111,6 +111,10 @@ async def test_every_route_documents_its_errors(app):
             responses = operation["responses"]
             if (path, method) in public:
                 continue
+            if path.startswith("/fhir"):  # FHIR speaks OperationOutcome, 400 for bad input
+                assert "application/fhir+json" in responses["400"]["content"], (method, path)
+                assert "401" in responses, (method, path)
+                continue
             assert "422" in responses, (method, path)
             problem = responses["422"]["content"]
             assert "application/problem+json" in problem, (method, path)

@@ -296,6 +296,7 @@ async def test_an_image_without_text_is_an_empty_note():
     assert "No text could be recognised" in error.detail
 
 
+@needs_tesseract
 async def test_an_image_over_the_pixel_limit_is_refused(monkeypatch):
     monkeypatch.setattr(files, "MAX_IMAGE_PIXELS", 10_000)
     image = image_bytes(text_image(["Blood pressure 120/80"]), "PNG")
@@ -304,6 +305,7 @@ async def test_an_image_over_the_pixel_limit_is_refused(monkeypatch):
     assert "10,000 pixels" in error.detail
 
 
+@needs_tesseract
 async def test_a_damaged_image_is_refused():
     error = await refused(image_bytes(text_image(["BP"]), "PNG")[:60], "image/png")
     assert error.reason == "corrupt_image"
