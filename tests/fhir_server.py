@@ -81,6 +81,7 @@ class SekmetServer:
     def __init__(self, port: int | None = None, data_dir: Path | None = None) -> None:
         self.port = port or free_port()
         self.data_dir = Path(data_dir or tempfile.mkdtemp(prefix="sekmet-"))
+        self.data_dir.mkdir(parents=True, exist_ok=True)
         self.base_url = f"http://127.0.0.1:{self.port}/fhir"
         self.config_path = self.data_dir / "sekmet.yaml"
         self.log_path = self.data_dir / "sekmet.log"

@@ -402,7 +402,14 @@ class FHIRClient:
             "batch",
         ):
             raise ValueError("expected a Bundle of type transaction or batch")
-        response = await self.send("POST", "", json=bundle, retry=is_idempotent_bundle(bundle))
+        # The caller reads the entries' statuses and locations, not the resources back.
+        response = await self.send(
+            "POST",
+            "",
+            json=bundle,
+            headers={"Prefer": "return=minimal"},
+            retry=is_idempotent_bundle(bundle),
+        )
         return await self._json(response)
 
 

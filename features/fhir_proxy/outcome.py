@@ -13,6 +13,7 @@ from typing import Any
 from fastapi import Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException
 
 from app.errors import AppError
 
@@ -79,6 +80,8 @@ class FHIRRoute(APIRoute):
                 return await handler(request)
             except AppError as exc:
                 return outcome_response(exc.status, exc.detail or exc.title, headers=exc.headers)
+            except HTTPException as exc:  # FastAPI's own: a body it cannot parse
+                return outcome_response(exc.status_code, str(exc.detail), headers=exc.headers)
             except RequestValidationError as exc:
                 errors = exc.errors()
                 text = "; ".join(

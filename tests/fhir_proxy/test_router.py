@@ -140,6 +140,13 @@ async def test_a_body_that_does_not_match_the_url(client, clinician, fhir):
     )
     assert not_json.status_code == 400
     assert outcome(not_json)["code"] == "invalid"
+    not_utf8 = await client.post(
+        "/fhir/Patient",
+        content=b"\xff\xfe{",
+        headers={**clinician.headers, "Content-Type": FHIR_JSON},
+    )
+    assert not_utf8.status_code == 400
+    assert outcome(not_utf8)["code"] == "invalid"
 
 
 async def test_the_fhir_servers_refusal_is_passed_on(client, clinician, fhir):
