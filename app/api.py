@@ -12,6 +12,10 @@ from features.auth.router import users_router
 from features.csv_ingest import tasks as csv_ingest_tasks
 from features.csv_ingest.router import legacy_router as csv_legacy_router
 from features.csv_ingest.router import router as csv_router
+from features.fhir_flatten import cli as fhir_flatten_cli
+from features.fhir_flatten import handlers as fhir_flatten
+from features.fhir_flatten import tasks as fhir_flatten_tasks
+from features.fhir_flatten.router import router as flatten_router
 from features.fhir_proxy.router import router as fhir_router
 from features.notes.router import router as notes_router
 from features.patients.router import router as patients_router
@@ -27,9 +31,11 @@ ROUTERS = [
     fhir_router,
     csv_router,
     csv_legacy_router,
+    flatten_router,
     audit_router,
 ]
-JOB_BLUEPRINTS = [auth_tasks.blueprint, csv_ingest_tasks.blueprint]
+JOB_BLUEPRINTS = [auth_tasks.blueprint, csv_ingest_tasks.blueprint, fhir_flatten_tasks.blueprint]
+CLI_COMMANDS = [fhir_flatten_cli.register]
 OPENAPI_TAGS = [
     {"name": "auth", "description": "Accounts, login and bearer tokens."},
     {"name": "users", "description": "User administration."},
@@ -45,6 +51,10 @@ OPENAPI_TAGS = [
         "name": "csv uploads",
         "description": "CSV files of patients turned into FHIR Patients, Conditions and "
         "Observations by a background job.",
+    },
+    {
+        "name": "analytics",
+        "description": "FHIR data flattened into tables through SQL-on-FHIR v2 ViewDefinitions.",
     },
     {"name": "audit", "description": "Who read or changed what, and when."},
     {"name": "system", "description": "Liveness and readiness probes."},
@@ -62,12 +72,15 @@ def body_limit_overrides(settings: Settings) -> list[tuple[str, int]]:
     return [
         (r"/patients/[^/]+/notes", settings.note_max_bytes + MULTIPART_OVERHEAD_BYTES),
         (r"/csv-uploads|/upload-csv", settings.csv_max_bytes + MULTIPART_OVERHEAD_BYTES),
+        (r"/flatten/bundles", settings.flatten_max_bytes),
     ]
 
 
 async def on_startup(sessionmaker: async_sessionmaker[AsyncSession], settings: Settings) -> None:
     async with sessionmaker() as session, session.begin():
         await auth.ensure_first_admin(session, settings)
+    async with sessionmaker() as session, session.begin():
+        await fhir_flatten.ensure_builtin_views(session)
     if settings.is_development and settings.seed_on_first_start:
         from seeds import loader
 

@@ -1,4 +1,5 @@
-"""`python -m app <command>`: serve, migrate, seed, worker, create-admin."""
+"""`python -m app <command>`: serve, migrate, seed, worker, create-admin, and the features'
+own commands (flatten, sof-conformance)."""
 
 import argparse
 import asyncio
@@ -156,6 +157,11 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--queue", dest="queues", action="append", help="repeatable")
     worker.add_argument("--concurrency", type=int, default=4)
     worker.set_defaults(func=cmd_worker)
+
+    from app import api  # the features' own commands
+
+    for register in api.CLI_COMMANDS:
+        register(commands, _settings, _database_url)
     return parser
 
 

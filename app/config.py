@@ -94,6 +94,11 @@ class Settings(BaseSettings):
     terminology_url: str | None = None
     terminology_timeout_s: float = Field(default=10.0, gt=0)
 
+    # FHIR data flattened into analytics tables: largest input, and the inbox folder the
+    # periodic job loads files from (unset: no inbox).
+    flatten_max_bytes: int = Field(default=1024 * 1024 * 1024, ge=1024)
+    flatten_inbox_dir: str | None = None
+
     @field_validator("fhir_resource_types", mode="before")
     @classmethod
     def _split_types(cls, value: object) -> object:

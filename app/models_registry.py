@@ -4,6 +4,7 @@ from app.db import Base
 from features.audit import models as audit_models
 from features.auth import models as auth_models
 from features.csv_ingest import models as csv_ingest_models
+from features.fhir_flatten import models as fhir_flatten_models
 from features.notes import models as notes_models
 from features.patients import models as patients_models
 from features.summaries import models as summaries_models
@@ -13,6 +14,7 @@ __all__ = [
     "audit_models",
     "auth_models",
     "csv_ingest_models",
+    "fhir_flatten_models",
     "notes_models",
     "patients_models",
     "summaries_models",

@@ -1,0 +1,278 @@
+"""Views (built-in and users' own), loading FHIR input, and reading rows."""
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from anyio import to_thread
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.errors import BadRequest, Conflict, Forbidden, NotFound, UnprocessableContent
+from app.security import Principal
+from features.audit import handlers as audit
+from features.fhir_flatten import loading, tables
+from features.fhir_flatten.loading import LoadCounts, UnloadableData
+from features.fhir_flatten.models import FlatView, StoredResource
+from features.fhir_flatten.schemas import ColumnInfo, ViewInfo
+from features.fhir_flatten.sources import InvalidEntries, SourceError, read_any
+from features.fhir_flatten.viewdef import CompiledView, ViewError, compile_view
+
+BUILTIN_DIR = Path(__file__).resolve().parent / "views"
+ROW_FORMATS = ("json", "ndjson", "csv")
+
+
+def builtin_definitions() -> dict[str, dict[str, Any]]:
+    return {path.stem: json.loads(path.read_text()) for path in sorted(BUILTIN_DIR.glob("*.json"))}
+
+
+async def ensure_builtin_views(session: AsyncSession) -> list[str]:
+    """Register the built-in views whose definition is new or changed; refill their tables."""
+    stored = {
+        row.name: row.definition
+        for row in await session.execute(
+            select(FlatView.name, FlatView.definition).where(FlatView.builtin)
+        )
+    }
+    changed = []
+    for name, definition in builtin_definitions().items():
+        if stored.get(name) == definition:
+            continue
+        view = loading.compiled(definition)
+        await session.merge(
+            FlatView(
+                name=name,
+                resource=view.resource,
+                definition=definition,
+                table_name=tables.table_name(name),
+                builtin=True,
+            )
+        )
+        await loading.refill(session, name, view)
+        changed.append(name)
+    await session.flush()
+    return changed
+
+
+# --- views ---------------------------------------------------------------------------------
+
+
+def _columns(view: CompiledView) -> list[ColumnInfo]:
+    return [
+        ColumnInfo(
+            name=c.name,
+            type=c.type,
+            collection=c.collection,
+            sql_type=tables.sql_type(c),
+            description=c.description,
+        )
+        for c in view.columns
+    ]
+
+
+async def _row_count(session: AsyncSession, name: str) -> int:
+    table = tables.table_name(name)
+    return await session.scalar(text(f'SELECT count(*) FROM "{table}"'))  # noqa: S608
+
+
+async def _info(session: AsyncSession, record: FlatView) -> ViewInfo:
+    view = loading.compiled(record.definition)
+    return ViewInfo(
+        name=record.name,
+        resource=record.resource,
+        table=record.table_name,
+        builtin=record.builtin,
+        columns=_columns(view),
+        row_count=await _row_count(session, record.name),
+    )
+
+
+async def list_views(session: AsyncSession) -> list[ViewInfo]:
+    records = await session.scalars(select(FlatView).order_by(FlatView.name))
+    return [await _info(session, record) for record in records]
+
+
+async def get_view(session: AsyncSession, name: str) -> FlatView:
+    record = await session.get(FlatView, name)
+    if record is None:
+        raise NotFound(f"No view named {name!r}.")
+    return record
+
+
+def validate_view(definition: Any) -> CompiledView:
+    if not isinstance(definition, dict):
+        raise UnprocessableContent("A ViewDefinition must be a JSON object.")
+    try:
+        return compile_view(definition)
+    except ViewError as exc:
+        raise UnprocessableContent(
+            f"Invalid ViewDefinition: {exc}",
+            errors=[
+                {
+                    "loc": ["body", *filter(None, [exc.location])],
+                    "msg": exc.message,
+                    "type": "view_definition",
+                }
+            ],
+        ) from None
+
+
+async def create_view(session: AsyncSession, user: Principal, definition: Any) -> ViewInfo:
+    view = validate_view(definition)
+    name = definition.get("name")
+    if not isinstance(name, str) or not tables.VIEW_NAME.fullmatch(name):
+        raise UnprocessableContent(
+            "The view's name must be 1-58 lower-case letters, digits or '_', starting with a "
+            "letter: it names the table (flat_<name>)."
+        )
+    if await session.get(FlatView, name) is not None:
+        raise Conflict(f"A view named {name!r} exists already.")
+    session.add(
+        FlatView(
+            name=name,
+            resource=view.resource,
+            definition=definition,
+            table_name=tables.table_name(name),
+            builtin=False,
+            created_by=user.id,
+        )
+    )
+    await session.flush()
+    try:
+        await loading.refill(session, name, view)
+    except UnloadableData as exc:
+        raise _unloadable(exc) from None
+    await audit.record(
+        session, actor=user, action="flatten.view_create", resource_type="View", resource_id=name
+    )
+    return await _info(session, await get_view(session, name))
+
+
+async def delete_view(session: AsyncSession, user: Principal, name: str) -> None:
+    record = await get_view(session, name)
+    if record.builtin:
+        raise Forbidden("Built-in views cannot be deleted.")
+    await tables.drop_table(session, name)
+    await session.delete(record)
+    await audit.record(
+        session, actor=user, action="flatten.view_delete", resource_type="View", resource_id=name
+    )
+
+
+# --- loading -------------------------------------------------------------------------------
+
+
+def _unloadable(exc: UnloadableData) -> UnprocessableContent:
+    return UnprocessableContent(
+        f"{exc.total} resources cannot be flattened; nothing was loaded.",
+        errors=[
+            {"loc": [p["resource"], p["view"]], "msg": p["message"], "type": "unloadable"}
+            for p in exc.problems
+        ],
+    )
+
+
+def _invalid(exc: SourceError) -> UnprocessableContent:
+    if isinstance(exc, InvalidEntries):
+        return UnprocessableContent(
+            f"{exc.message}; nothing was loaded.",
+            errors=[
+                {"loc": [problem.where], "msg": problem.message, "type": "invalid_entry"}
+                for problem in exc.problems
+            ],
+        )
+    where = f" ({exc.where})" if getattr(exc, "where", None) else ""
+    return UnprocessableContent(f"{exc.message}{where}")
+
+
+async def load_stream(
+    session: AsyncSession,
+    user: Principal | None,
+    stream: BinaryIO,
+    *,
+    content_type: str | None = None,
+    filename: str | None = None,
+    origin: str = "api",
+) -> LoadCounts:
+    """Load one input (a Bundle, NDJSON, or one resource) in the session's transaction."""
+    try:
+        items = await to_thread.run_sync(
+            lambda: read_any(stream, content_type=content_type, filename=filename)
+        )
+        counts = await loading.load(session, items)
+    except SourceError as exc:
+        raise _invalid(exc) from None
+    except UnloadableData as exc:
+        raise _unloadable(exc) from None
+    await audit.record(
+        session,
+        actor=user,
+        action="flatten.load",
+        resource_type="FHIR",
+        detail=f"{origin}: {sum(counts.resources.values())} resources, "
+        f"{sum(counts.deleted.values())} deleted",
+    )
+    return counts
+
+
+# --- rows ----------------------------------------------------------------------------------
+
+
+def row_query(
+    view: CompiledView, name: str, filters: dict[str, str], limit: int | None, offset: int
+) -> tuple[str, dict[str, Any]]:
+    """SELECT the view's columns, with equality filters on columns (cast to the column's
+    type by PostgreSQL), in a stable order."""
+    known = {column.name: column for column in view.columns}
+    unknown = sorted(set(filters) - set(known))
+    if unknown:
+        raise BadRequest(
+            f"Not columns of the view: {', '.join(unknown)}. Columns: {', '.join(known)}."
+        )
+    names = ", ".join(f'"{column.name}"' for column in view.columns)
+    where, params = [], {}
+    for index, (column, value) in enumerate(sorted(filters.items())):
+        sql_type = tables.sql_type(known[column])
+        where.append(f'"{column}" = CAST(:f{index} AS {sql_type})')
+        params[f"f{index}"] = value
+    sql = f'SELECT {names} FROM "{tables.table_name(name)}"'  # noqa: S608
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += f" ORDER BY {tables.KEY_COLUMN}, ctid OFFSET :offset"
+    params["offset"] = offset
+    if limit is not None:
+        sql += " LIMIT :limit"
+        params["limit"] = limit
+    return sql, params
+
+
+async def stream_rows(
+    sessionmaker: async_sessionmaker[AsyncSession], sql: str, params: dict[str, Any]
+) -> AsyncIterator[Any]:
+    """Rows from a server-side cursor, a batch at a time: a million rows never sit in memory."""
+    async with sessionmaker() as session:
+        result = await session.stream(text(sql).execution_options(yield_per=2000), params)
+        async for partition in result.partitions(2000):
+            for row in partition:
+                yield row
+
+
+async def stored_resources(session: AsyncSession, resource_type: str) -> list[dict[str, Any]]:
+    return list(
+        await session.scalars(
+            select(StoredResource.resource).where(StoredResource.resource_type == resource_type)
+        )
+    )
+
+
+async def run_view(view: CompiledView, resources: list[Any]) -> list[tuple]:
+    """`$run`: every row the resources give (a view that fails on one of them is a 422)."""
+
+    def run() -> list[tuple]:
+        return [row for r in resources if isinstance(r, dict) for row in view.rows(r)]
+
+    try:
+        return await to_thread.run_sync(run)
+    except ViewError as exc:
+        raise UnprocessableContent(f"The view cannot be run on these resources: {exc}") from None

@@ -1,0 +1,180 @@
+"""The PostgreSQL side of a view: its table, column types, and values converted for COPY.
+
+A view's table is `flat_<view name>`: one column per view column, typed after the column's
+FHIR type, and `_resource_id`, the id of the resource a row came from, so that loading a
+resource again replaces its rows. Collection columns are JSONB arrays.
+
+FHIR dates and dateTimes may be partial (`2020`, `2020-05`) or lack a time zone; the columns
+are real `date` / `timestamptz` for dashboards, so a partial value is stored as its earliest
+instant and a dateTime without a zone as UTC. The resource itself is kept whole beside them.
+"""
+
+import json
+import re
+from collections.abc import Callable, Sequence
+from datetime import UTC, date, datetime, time
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from features.fhir_flatten.viewdef import Column
+
+TABLE_PREFIX = "flat_"
+KEY_COLUMN = "_resource_id"
+VIEW_NAME = re.compile(r"[a-z][a-z0-9_]{0,57}")
+
+SQL_TYPES = {
+    "boolean": "boolean",
+    "integer": "integer",
+    "positiveInt": "integer",
+    "unsignedInt": "integer",
+    "integer64": "bigint",
+    "decimal": "numeric",
+    "date": "date",
+    "dateTime": "timestamptz",
+    "instant": "timestamptz",
+    "time": "time",
+}  # everything else (string, code, id, uri, ...) is text
+
+
+def table_name(view_name: str) -> str:
+    return TABLE_PREFIX + view_name
+
+
+def sql_type(column: Column) -> str:
+    if column.collection:
+        return "jsonb"
+    return SQL_TYPES.get(column.type or "", "text")
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+async def create_table(session: AsyncSession, view_name: str, columns: Sequence[Column]) -> None:
+    table = table_name(view_name)
+    definitions = [f"{KEY_COLUMN} text NOT NULL"] + [
+        f"{_quote(column.name)} {sql_type(column)}" for column in columns
+    ]
+    await session.execute(text(f"DROP TABLE IF EXISTS {_quote(table)}"))
+    await session.execute(text(f"CREATE TABLE {_quote(table)} ({', '.join(definitions)})"))
+    await session.execute(
+        text(f"CREATE INDEX {_quote(f'ix_{table}_key')} ON {_quote(table)} ({KEY_COLUMN})")
+    )
+
+
+async def drop_table(session: AsyncSession, view_name: str) -> None:
+    await session.execute(text(f"DROP TABLE IF EXISTS {_quote(table_name(view_name))}"))
+
+
+async def delete_rows(session: AsyncSession, view_name: str, resource_ids: list[str]) -> None:
+    # The table name comes from a view name checked against VIEW_NAME, never from a request.
+    await session.execute(
+        text(f"DELETE FROM {_quote(table_name(view_name))} WHERE {KEY_COLUMN} = ANY(:ids)"),  # noqa: S608
+        {"ids": resource_ids},
+    )
+
+
+async def copy_rows(
+    session: AsyncSession, view_name: str, columns: Sequence[Column], records: list[tuple]
+) -> None:
+    """COPY rows (`(resource id, *values)`, already converted) into the view's table."""
+    if not records:
+        return
+    connection = await session.connection()
+    raw = await connection.get_raw_connection()
+    await raw.driver_connection.copy_records_to_table(
+        table_name(view_name),
+        records=records,
+        columns=[KEY_COLUMN, *(column.name for column in columns)],
+    )
+
+
+# --- values --------------------------------------------------------------------------------
+
+
+class UnstorableValue(ValueError):
+    """A value that cannot go in its column: the row's resource is reported, not loaded."""
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _boolean(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    raise UnstorableValue(f"{value!r} is not a boolean")
+
+
+def _integer(value: Any) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise UnstorableValue(f"{value!r} is not an integer")
+
+
+def _decimal(value: Any) -> Decimal:
+    if isinstance(value, bool):
+        raise UnstorableValue(f"{value!r} is not a decimal")
+    try:
+        return Decimal(str(value))
+    except InvalidOperation:
+        raise UnstorableValue(f"{value!r} is not a decimal") from None
+
+
+_PARTIAL_DATE = re.compile(r"(\d{4})(?:-(\d{2}))?(?:-(\d{2}))?")
+
+
+def _date(value: Any) -> date:
+    match = _PARTIAL_DATE.fullmatch(str(value)[:10]) if isinstance(value, str) else None
+    if not match:
+        raise UnstorableValue(f"{value!r} is not a date")
+    year, month, day = match.groups()
+    return date(int(year), int(month or 1), int(day or 1))
+
+
+def _date_time(value: Any) -> datetime:
+    if not isinstance(value, str):
+        raise UnstorableValue(f"{value!r} is not a dateTime")
+    if len(value) <= 10:
+        return datetime.combine(_date(value), time(), UTC)
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise UnstorableValue(f"{value!r} is not a dateTime") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _time(value: Any) -> time:
+    try:
+        return time.fromisoformat(value)
+    except (TypeError, ValueError):
+        raise UnstorableValue(f"{value!r} is not a time") from None
+
+
+_CONVERTERS: dict[str, Callable[[Any], Any]] = {
+    "boolean": _boolean,
+    "integer": _integer,
+    "bigint": _integer,
+    "numeric": _decimal,
+    "date": _date,
+    "timestamptz": _date_time,
+    "time": _time,
+    "jsonb": json.dumps,
+    "text": _text,
+}
+
+
+def converters(columns: Sequence[Column]) -> list[Callable[[Any], Any]]:
+    return [_CONVERTERS[sql_type(column)] for column in columns]
+
+
+def convert_row(
+    resource_id: str, row: tuple, convert: Sequence[Callable[[Any], Any]]
+) -> tuple[Any, ...]:
+    return (
+        resource_id,
+        *(None if value is None else fn(value) for value, fn in zip(row, convert, strict=True)),
+    )
