@@ -31,6 +31,9 @@ _OPENERS = "{["
 _SKIP_TO_BRACKET = re.compile(r'(?:[^"{}\[\]]++|"(?:[^"\\]++|\\.)*+")*+', re.DOTALL)
 # From inside a string: up to its closing quote, or to the end of the buffer. It never stops
 # between a backslash and the character it escapes unless the buffer ends there.
+_STRING = re.compile(r'"(?:[^"\\]++|\\.)*+"', re.DOTALL)
+_INNERMOST_PAIR = re.compile(r"\{[^{}\[\]]*+\}|\[[^{}\[\]]*+\]")
+_BRACKET = re.compile(r"[{}\[\]]")
 _STRING_BODY = re.compile(r'(?:[^"\\]++|\\.)*+', re.DOTALL)
 _SCALAR = re.compile(r"[^\s,\]}]*+")
 _NOT_WHITESPACE = re.compile(r"[^ \t\r\n]")
@@ -144,25 +147,21 @@ def iter_object(
 
 
 def nests_deeper_than(text: str, limit: int) -> bool:
-    """Whether the brackets of the JSON value `text` nest more than `limit` levels deep."""
-    if text.count("{") + text.count("[") <= limit:  # the common case, at C speed
+    """Whether the brackets of the JSON value `text` nest more than `limit` levels deep.
+
+    At C speed: strings are blanked out, then the innermost bracket pairs are removed once per
+    level (real FHIR nests about ten levels), until none is left or the limit is passed.
+    """
+    if text.count("{") + text.count("[") <= limit:  # the common case
         return False
-    depth = 0
-    index = 0
-    while True:
-        index = _SKIP_TO_BRACKET.match(text, index).end()
-        if index >= len(text):
+    rest = _STRING.sub("", text)
+    if '"' in rest:
+        return False  # a string left open: not valid JSON, which json.loads will say
+    for _ in range(limit):
+        rest, removed = _INNERMOST_PAIR.subn("", rest)
+        if not removed:
             return False
-        found = text[index]
-        index += 1
-        if found in _OPENERS:
-            depth += 1
-            if depth > limit:
-                return True
-        elif found != '"':
-            depth -= 1
-        else:  # a string left open: not valid JSON, which json.loads will say
-            return False
+    return bool(_BRACKET.search(rest))
 
 
 def read_up_to(read: Callable[[int], bytes], size: int) -> bytes:

@@ -27,6 +27,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any, BinaryIO
 
+import orjson
+
 from features.fhir_flatten.jsonstream import (
     CHUNK_BYTES,
     End,
@@ -290,7 +292,7 @@ def _second_pass(spool: IO[bytes], full_urls: _FullUrls) -> Iterator[Upsert | De
         if is_delete:
             yield Delete(resource_type, resource_id)
             continue
-        resource = json.loads(_PLAIN_REFERENCE.sub(resolve, text))["resource"]
+        resource = orjson.loads(_PLAIN_REFERENCE.sub(resolve, text))["resource"]
         if "\\" in text and _ESCAPED_REFERENCE.search(text):
             for holder, reference in _references(resource):
                 target = full_urls.get(reference)
@@ -331,7 +333,7 @@ def _list_dangling_references(spool: IO[bytes], full_urls: _FullUrls, problems: 
     for index, is_delete, _, _, text in _spooled(spool):
         if is_delete:
             continue
-        resource = json.loads(text)["resource"]
+        resource = orjson.loads(text)["resource"]
         for path, reference in _reference_paths(resource, f"entry[{index}].resource"):
             if reference.startswith(_PLACEHOLDER_PREFIXES) and reference not in full_urls:
                 problems.add(path, f"{reference!r} is the fullUrl of no entry in this Bundle")
