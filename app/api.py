@@ -20,6 +20,10 @@ from features.fhir_proxy.router import router as fhir_router
 from features.notes.router import router as notes_router
 from features.patients.router import router as patients_router
 from features.summaries.router import router as summaries_router
+from features.tm2_ingest import cli as tm2_cli
+from features.tm2_ingest import tasks as tm2_tasks
+from features.tm2_ingest.router import legacy_router as tm2_legacy_router
+from features.tm2_ingest.router import router as tm2_router
 
 ROUTERS = [
     auth_router,
@@ -32,10 +36,17 @@ ROUTERS = [
     csv_router,
     csv_legacy_router,
     flatten_router,
+    tm2_router,
+    tm2_legacy_router,
     audit_router,
 ]
-JOB_BLUEPRINTS = [auth_tasks.blueprint, csv_ingest_tasks.blueprint, fhir_flatten_tasks.blueprint]
-CLI_COMMANDS = [fhir_flatten_cli.register]
+JOB_BLUEPRINTS = [
+    auth_tasks.blueprint,
+    csv_ingest_tasks.blueprint,
+    fhir_flatten_tasks.blueprint,
+    tm2_tasks.blueprint,
+]
+CLI_COMMANDS = [fhir_flatten_cli.register, tm2_cli.register]
 OPENAPI_TAGS = [
     {"name": "auth", "description": "Accounts, login and bearer tokens."},
     {"name": "users", "description": "User administration."},
@@ -56,6 +67,11 @@ OPENAPI_TAGS = [
         "name": "analytics",
         "description": "FHIR data flattened into tables through SQL-on-FHIR v2 ViewDefinitions.",
     },
+    {
+        "name": "tm2",
+        "description": "ICD-11 Traditional Medicine (TM2) diagnoses, validated, stored once and "
+        "submitted to OpenMRS.",
+    },
     {"name": "audit", "description": "Who read or changed what, and when."},
     {"name": "system", "description": "Liveness and readiness probes."},
 ]
@@ -73,6 +89,7 @@ def body_limit_overrides(settings: Settings) -> list[tuple[str, int]]:
         (r"/patients/[^/]+/notes", settings.note_max_bytes + MULTIPART_OVERHEAD_BYTES),
         (r"/csv-uploads|/upload-csv", settings.csv_max_bytes + MULTIPART_OVERHEAD_BYTES),
         (r"/flatten/bundles", settings.flatten_max_bytes),
+        (r"/tm2/uploads|/ingest/trigger", settings.tm2_max_bytes + MULTIPART_OVERHEAD_BYTES),
     ]
 
 

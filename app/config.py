@@ -99,6 +99,17 @@ class Settings(BaseSettings):
     flatten_max_bytes: int = Field(default=1024 * 1024 * 1024, ge=1024)
     flatten_inbox_dir: str | None = None
 
+    # OpenMRS, where TM2 diagnoses are submitted (unset: they wait as pending).
+    openmrs_base_url: str | None = None
+    openmrs_username: str | None = None
+    openmrs_password: SecretStr | None = None
+    openmrs_timeout_s: float = Field(default=10.0, gt=0)
+    openmrs_max_retries: int = Field(default=3, ge=0, le=10)
+    openmrs_tm2_concept_uuid: str | None = None
+    tm2_max_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
+    tm2_submit_batch_size: int = Field(default=200, ge=1, le=10_000)
+    tm2_max_attempts: int = Field(default=5, ge=1, le=100)
+
     @field_validator("fhir_resource_types", mode="before")
     @classmethod
     def _split_types(cls, value: object) -> object:
@@ -114,7 +125,7 @@ class Settings(BaseSettings):
             raise ValueError(f"not FHIR resource type names: {', '.join(bad)}")
         return value
 
-    @field_validator("fhir_base_url", "terminology_url", mode="after")
+    @field_validator("fhir_base_url", "terminology_url", "openmrs_base_url", mode="after")
     @classmethod
     def _no_trailing_slash(cls, value: str | None) -> str | None:
         return value.rstrip("/") or None if value else None

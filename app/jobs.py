@@ -18,6 +18,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.clients.fhir import FHIRClient
+from app.clients.openmrs import OpenMRSClient
 from app.config import Settings
 
 DEFAULT_QUEUE = "default"
@@ -36,18 +37,24 @@ def worker_context(
     settings: Settings,
     sessionmaker: async_sessionmaker[AsyncSession],
     fhir: FHIRClient | None = None,
+    openmrs: OpenMRSClient | None = None,
 ) -> dict[str, Any]:
-    """What every job gets: the settings, a sessionmaker, and the shared FHIR client (one
-    made from the settings when the caller has none)."""
+    """What every job gets: the settings, a sessionmaker, and the shared outside-system
+    clients (made from the settings when the caller has none)."""
     return {
         "settings": settings,
         "sessionmaker": sessionmaker,
         "fhir": fhir or FHIRClient.from_settings(settings),
+        "openmrs": openmrs or OpenMRSClient.from_settings(settings),
     }
 
 
 def job_fhir(context: procrastinate.JobContext) -> FHIRClient:
     return context.additional_context["fhir"]
+
+
+def job_openmrs(context: procrastinate.JobContext) -> OpenMRSClient:
+    return context.additional_context["openmrs"]
 
 
 def job_sessionmaker(context: procrastinate.JobContext) -> async_sessionmaker[AsyncSession]:

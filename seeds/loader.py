@@ -11,8 +11,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.security import hash_password
 from features.auth.models import User
 from features.patients.models import Patient
+from features.tm2_ingest import handlers as tm2
+from features.tm2_ingest.models import TM2Code
 
 SAMPLE_DATA = Path(__file__).with_name("sample_data.json")
+# Real codes from the WHO TM2 list, so that TM2 uploads can be tried at once.
+TM2_CODES_SAMPLE = Path(__file__).with_name("tm2_codes_sample.csv")
 # Present once the sample data has been loaded; the first start loads it only when absent.
 MARKER_EMAIL = "clinician@example.org"
 
@@ -47,7 +51,11 @@ async def load(session: AsyncSession) -> dict[str, int]:
         )
         users_added += 1
     await session.flush()
-    return {"patients": patients_added, "users": users_added}
+    codes_added = 0
+    if not await session.scalar(select(func.count()).select_from(TM2Code)):
+        with TM2_CODES_SAMPLE.open("rb") as handle:
+            codes_added = await tm2.load_codes(session, handle)
+    return {"patients": patients_added, "users": users_added, "tm2_codes": codes_added}
 
 
 async def load_if_first_start(session: AsyncSession) -> dict[str, int] | None:

@@ -109,6 +109,7 @@ async def app(settings: Settings, database_url: str):
     await runtime.engine.dispose()
     await runtime.llm.aclose()
     await runtime.fhir.aclose()
+    await runtime.openmrs.aclose()
 
 
 @pytest.fixture
