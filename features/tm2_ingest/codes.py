@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import functools
 import re
 import unicodedata
 from collections.abc import Iterator
@@ -77,10 +78,14 @@ def titles_match(given: str, official: str) -> bool:
     return _title_words(given) == _title_words(official)
 
 
-def _title_words(title: str) -> list[str]:
+# Clinics write the same few hundred titles over and over: each is folded once.
+@functools.lru_cache(maxsize=16_384)
+def _title_words(title: str) -> tuple[str, ...]:
     decomposed = unicodedata.normalize("NFKD", title.translate(_APOSTROPHES))
     bare = "".join(char for char in decomposed if not unicodedata.combining(char))
-    return [word for word in _NOT_WORD.sub(" ", bare.casefold()).split() if word != _TM2_MARKER]
+    return tuple(
+        word for word in _NOT_WORD.sub(" ", bare.casefold()).split() if word != _TM2_MARKER
+    )
 
 
 def read_code_list(stream: BinaryIO) -> Iterator[TM2Code]:

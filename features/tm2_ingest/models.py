@@ -2,7 +2,17 @@ import uuid
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import CheckConstraint, Date, DateTime, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import (
+    CheckConstraint,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    text,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -49,7 +59,13 @@ class TM2Record(UUIDPrimaryKey, Timestamps, Base):
     __tablename__ = "tm2_records"
     __table_args__ = (
         CheckConstraint("state IN ('pending', 'submitted', 'failed')", name="state"),
-        Index("ix_tm2_records_state", "state"),
+        # The submission job's queue: the oldest pending record, without sorting them all.
+        Index(
+            "ix_tm2_records_pending",
+            "created_at",
+            "id",
+            postgresql_where=text("state = 'pending'"),
+        ),
         Index("ix_tm2_records_patient_id", "patient_id"),
     )
 

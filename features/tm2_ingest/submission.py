@@ -2,8 +2,10 @@
 
 A record is locked (`FOR UPDATE SKIP LOCKED`) while it is sent and marked in the same
 transaction, so two jobs never send the same record and a submitted record is never sent
-again. (One window is left: OpenMRS saved the obs and the process died before the commit; the
-record is then sent again. OpenMRS has no idempotency key for an obs to close it with.)
+again. (One window is left: OpenMRS saved the obs but its answer never arrived (a timeout,
+a 5xx after saving, the process dying before the commit); the record stays pending and is
+sent again. OpenMRS has no idempotency key for an obs; the obs comment carries the record's
+id, so such a double can be found.)
 
 Per record: the patient is found by identifier; the diagnosis becomes an `obs` of the
 configured concept (OPENMRS_TM2_CONCEPT_UUID) at the diagnosis date, its value the TM2 code and

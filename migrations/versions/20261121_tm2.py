@@ -120,11 +120,17 @@ def upgrade() -> None:
         sa.UniqueConstraint("dedupe_key", name=op.f("uq_tm2_records_dedupe_key")),
     )
     op.create_index("ix_tm2_records_patient_id", "tm2_records", ["patient_id"], unique=False)
-    op.create_index("ix_tm2_records_state", "tm2_records", ["state"], unique=False)
+    op.create_index(
+        "ix_tm2_records_pending",
+        "tm2_records",
+        ["created_at", "id"],
+        unique=False,
+        postgresql_where=sa.text("state = 'pending'"),
+    )
 
 
 def downgrade() -> None:
-    op.drop_index("ix_tm2_records_state", table_name="tm2_records")
+    op.drop_index("ix_tm2_records_pending", table_name="tm2_records")
     op.drop_index("ix_tm2_records_patient_id", table_name="tm2_records")
     op.drop_table("tm2_records")
     op.drop_table("tm2_uploads")
