@@ -1,13 +1,11 @@
 """CSV uploads: validated and stored in the request, sent to the FHIR server by a job."""
 
-import hashlib
 import json
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import islice
-from typing import Any, BinaryIO
+from typing import Any
 
 from anyio import to_thread
 from sqlalchemy import func, select, update
@@ -19,6 +17,7 @@ from app.errors import Conflict, NotFound, ServiceUnavailable, UnprocessableCont
 from app.jobs import defer_in_session
 from app.pagination import Page, PageParams
 from app.security import Principal
+from app.uploads import HashingReader, UploadedFile
 from features.audit import handlers as audit
 from features.csv_ingest.models import CsvUpload, CsvUploadRow
 from features.csv_ingest.reader import CSVFormatError, ParsedRow, RowError, read_csv
@@ -27,33 +26,6 @@ from features.csv_ingest.schemas import CsvUploadRead, CsvUploadSummary, RowProb
 PROCESS_TASK = "csv_ingest.process_upload"
 COPY_CHUNK_ROWS = 1000
 MAX_PROBLEMS_SHOWN = 1000
-
-
-@dataclass(frozen=True, slots=True)
-class UploadedFile:
-    filename: str
-    stream: BinaryIO
-
-
-class HashingReader:
-    """A binary stream that counts and hashes what is read through it."""
-
-    def __init__(self, stream: BinaryIO) -> None:
-        self._stream = stream
-        self._hash = hashlib.sha256()
-        self.size = 0
-
-    def read(self, size: int = -1) -> bytes:
-        data = self._stream.read(size)
-        self._hash.update(data)
-        self.size += len(data)
-        return data
-
-    def readable(self) -> bool:
-        return True
-
-    def hexdigest(self) -> str:
-        return self._hash.hexdigest()
 
 
 def defer_processing(session: AsyncSession, upload_id: uuid.UUID, delay_s: float = 0):

@@ -8,8 +8,9 @@ from app.db import SessionDep
 from app.errors import problem_responses
 from app.pagination import Page, PageDep
 from app.security import SettingsDep
+from app.uploads import UploadedFileDep
 from features.csv_ingest import handlers
-from features.csv_ingest.dependencies import CareTeamMember, UploadedCSV
+from features.csv_ingest.dependencies import CareTeamMember
 from features.csv_ingest.schemas import (
     CsvUploadAccepted,
     CsvUploadRead,
@@ -65,7 +66,7 @@ async def upload_csv(
     user: CareTeamMember,
     settings: SettingsDep,
     fhir: FHIRDep,
-    file: UploadedCSV,
+    file: UploadedFileDep,
 ) -> CsvUploadAccepted:
     record = await handlers.create_upload(session, user, file, settings, fhir)
     url = status_url(request, record.id)
@@ -130,7 +131,7 @@ async def legacy_upload_csv(
     user: CareTeamMember,
     settings: SettingsDep,
     fhir: FHIRDep,
-    file: UploadedCSV,
+    file: UploadedFileDep,
 ) -> LegacyUploadAccepted:
     record = await handlers.create_upload(session, user, file, settings, fhir)
     return LegacyUploadAccepted(file_id=record.id)

@@ -1,7 +1,6 @@
 """TM2 uploads: validated against the WHO code list, each diagnosis stored once; the code
 list itself; records and status for the submission to OpenMRS."""
 
-import hashlib
 import json
 import uuid
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ from app.errors import UnprocessableContent
 from app.jobs import defer_in_session
 from app.pagination import Page, PageParams
 from app.security import Principal
+from app.uploads import HashingReader
 from features.audit import handlers as audit
 from features.tm2_ingest import codes as codes_module
 from features.tm2_ingest.codes import read_code_list
@@ -71,25 +71,6 @@ async def code_titles(session: AsyncSession) -> dict[str, str]:
 
 
 # --- uploads -----------------------------------------------------------------------------
-
-
-class _Hashing:
-    def __init__(self, stream: BinaryIO) -> None:
-        self._stream = stream
-        self._hash = hashlib.sha256()
-        self.size = 0
-
-    def read(self, size: int = -1) -> bytes:
-        data = self._stream.read(size)
-        self._hash.update(data)
-        self.size += len(data)
-        return data
-
-    def readable(self) -> bool:
-        return True
-
-    def hexdigest(self) -> str:
-        return self._hash.hexdigest()
 
 
 @dataclass
@@ -153,7 +134,7 @@ async def create_upload(
     """Validate every row and store each valid diagnosis once, in the caller's transaction;
     rows with errors are reported while the valid ones are stored."""
     titles = await code_titles(session)
-    hashing = _Hashing(stream)
+    hashing = HashingReader(stream)
     await session.execute(
         text(
             "CREATE TEMP TABLE IF NOT EXISTS _tm2_incoming (dedupe_key text, row_number int, "

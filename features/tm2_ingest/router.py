@@ -7,8 +7,8 @@ from app.db import SessionDep
 from app.errors import problem_responses
 from app.pagination import Page, PageDep
 from app.security import Principal, Role, SettingsDep, require_roles
+from app.uploads import UploadedFileDep
 from features.tm2_ingest import handlers, status
-from features.tm2_ingest.dependencies import UploadedTM2
 from features.tm2_ingest.schemas import (
     LegacyIngestResult,
     RecordRead,
@@ -62,7 +62,7 @@ def _submits(openmrs, settings) -> bool:
 async def upload(
     session: SessionDep,
     user: CareTeam,
-    file: UploadedTM2,
+    file: UploadedFileDep,
     openmrs: OpenMRSDep,
     settings: SettingsDep,
 ) -> UploadSummary:
@@ -81,7 +81,7 @@ async def upload(
 async def ingest_trigger(
     session: SessionDep,
     user: CareTeam,
-    file: UploadedTM2,
+    file: UploadedFileDep,
     openmrs: OpenMRSDep,
     settings: SettingsDep,
 ) -> LegacyIngestResult:
