@@ -11,7 +11,6 @@ raised after rows were yielded: the caller then drops the whole upload.
 
 from __future__ import annotations
 
-import codecs
 import csv
 import itertools
 import re
@@ -21,6 +20,8 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, BinaryIO, Literal
+
+from app.csvtext import CSVFormatError, decoded_lines, detect_delimiter
 
 REQUIRED_COLUMNS = ("patient_id", "given_name", "family_name", "birth_date", "gender")
 OPTIONAL_COLUMNS = ("conditions", "observations", "observation_date")
@@ -51,7 +52,6 @@ COLUMN_ALIASES: dict[str, tuple[str, ...]] = {
 GENDERS = {"male": "male", "m": "male", "female": "female", "f": "female", "other": "other"}
 GENDERS |= {"o": "other", "unknown": "unknown", "u": "unknown"}
 
-DELIMITERS = (",", ";", "\t")
 MAX_PATIENT_ID = 64
 MAX_NAME = 100
 MAX_TERM = 200
@@ -61,9 +61,7 @@ MAX_COLUMNS = 200
 # or a file that is not this CSV, and parsing on would only waste memory.
 MAX_CELL_CHARS = 10_000
 MAX_LINE_CHARS = 1_000_000
-CHUNK_BYTES = 64 * 1024
 
-_LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _HEADER_SEPARATORS = re.compile(r"[\s\-.]+")
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _ISO_DATE_TIME = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}.*")
@@ -75,14 +73,6 @@ _PAIR = re.compile(rf"(?P<first>{_NUMBER})\s*/\s*(?P<second>{_NUMBER}){_UNIT}")
 _DECIMAL_COMMA = re.compile(r"[+-]?\d+,\d+(\s.*)?")
 # Cells may list several items on separate lines (Alt+Enter in a spreadsheet) as well as with ";".
 _ITEM_SEPARATOR = re.compile(r";|\r\n|\r|\n")
-
-
-class CSVFormatError(Exception):
-    """The upload as a whole is not a usable patient CSV."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
 
 
 class MissingColumns(CSVFormatError):
@@ -236,7 +226,7 @@ class CSVReader(Iterator[ParsedRow | RowError]):
     def __init__(self, stream: BinaryIO, *, today: date) -> None:
         self.today = today
         self.warnings: list[Problem] = []
-        lines = _decoded_lines(stream)
+        lines = decoded_lines(stream, max_line_chars=MAX_LINE_CHARS)
         blank_lines, header_text = _header_record(lines)
         self.delimiter = detect_delimiter(header_text)
         self._records = csv.reader(
@@ -353,18 +343,6 @@ def _canonical_names() -> dict[str, str]:
     return names
 
 
-def detect_delimiter(header_text: str) -> str:
-    """The most frequent of `,` `;` tab outside quotes; `,` on a tie or when none occurs."""
-    counts = dict.fromkeys(DELIMITERS, 0)
-    quoted = False
-    for char in header_text:
-        if char == '"':
-            quoted = not quoted
-        elif not quoted and char in counts:
-            counts[char] += 1
-    return max(DELIMITERS, key=lambda d: counts[d])  # max keeps the first of equals: ","
-
-
 def _header_record(lines: Iterator[str]) -> tuple[int, str]:
     """The header's text (its first line, and more while a quoted name spans lines) and the
     number of blank lines before it."""
@@ -383,49 +361,6 @@ def _header_record(lines: Iterator[str]) -> tuple[int, str]:
     if parts:
         raise CSVFormatError("the header is not valid CSV: a quoted name is never closed")
     raise CSVFormatError("the file has no data rows")
-
-
-def _decoded_lines(stream: BinaryIO) -> Iterator[str]:
-    """Physical lines of UTF-8 text (a BOM dropped), each with its line break, as `csv` wants
-    them; `\\r\\n`, `\\n` and a lone `\\r` all end a line."""
-    head = stream.read(CHUNK_BYTES) or b""
-    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        raise CSVFormatError("the file is UTF-16 text; save it as CSV UTF-8")
-    decoder = codecs.getincrementaldecoder("utf-8-sig")()
-    line_number = 1  # the physical line `pending` starts on
-    pending = ""
-    chunk = head
-    while True:
-        final = not chunk
-        try:
-            text = decoder.decode(chunk, final=final)
-        except UnicodeDecodeError as error:
-            before = error.object[: error.start].decode("utf-8", errors="replace")
-            line = line_number + _count_breaks(pending + before)
-            raise CSVFormatError(f"not UTF-8 text (line {line})") from None
-        if "\x00" in text:
-            line = line_number + _count_breaks(pending + text[: text.index("\x00")])
-            raise CSVFormatError(f"binary content, not CSV text (NUL byte on line {line})")
-        pending += text
-        start = 0
-        for match in _LINE_BREAK.finditer(pending):
-            if match.group() == "\r" and match.end() == len(pending) and not final:
-                break  # may be the first half of a "\r\n" split across chunks
-            yield pending[start : match.end()]
-            start = match.end()
-            line_number += 1
-        pending = pending[start:]
-        if len(pending) > MAX_LINE_CHARS:
-            raise CSVFormatError(f"line {line_number} is longer than {MAX_LINE_CHARS} characters")
-        if final:
-            if pending:
-                yield pending
-            return
-        chunk = stream.read(CHUNK_BYTES) or b""
-
-
-def _count_breaks(text: str) -> int:
-    return len(_LINE_BREAK.findall(text))
 
 
 def _validate(row: int, cells: dict[str, str], problems: list[Problem], today: date) -> ParsedRow:

@@ -14,7 +14,6 @@ never evaluated nor changed.
 
 from __future__ import annotations
 
-import codecs
 import csv
 import hashlib
 import itertools
@@ -25,6 +24,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, BinaryIO, Literal
 
+from app.csvtext import CSVFormatError, decoded_lines, detect_delimiter
 from features.tm2_ingest.codes import codes_in, titles_match
 
 Severity = Literal["error", "warning"]
@@ -57,25 +57,13 @@ SYSTEM_TYPES = (
 SYSTEM_TYPE_ALIASES = {"tcm": "Traditional Chinese Medicine", "tkm": "Korean Medicine"}
 SEVERITIES = ("Mild", "Moderate", "Severe")
 
-DELIMITERS = (",", ";", "\t")
-CHUNK_BYTES = 64 * 1024
 # Far above any real row: a longer line is a file that is not this CSV.
 MAX_LINE_CHARS = 100_000
 
-_LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _HEADER_SEPARATORS = re.compile(r"[\s\-]+")
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _ISO_DATE_TIME = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}.*")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-_ZIP_MAGIC = b"PK\x03\x04"
-
-
-class CSVFormatError(Exception):
-    """The upload as a whole is not a usable TM2 CSV."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
 
 
 class MissingColumns(CSVFormatError):
@@ -329,7 +317,7 @@ def _shown(value: str) -> str:
 
 def _records(stream: BinaryIO) -> Iterator[tuple[int, list[str]]]:
     """Each record that has content, with its row number; the delimiter is the header's."""
-    lines = _decoded_lines(stream)
+    lines = decoded_lines(stream, max_line_chars=MAX_LINE_CHARS)
     row = 0
     for line in lines:
         row += 1
@@ -352,55 +340,3 @@ def _records(stream: BinaryIO) -> Iterator[tuple[int, list[str]]]:
         row += 1
         if any(cell.strip() for cell in record):
             yield row, record
-
-
-def detect_delimiter(header_line: str) -> str:
-    """The most frequent of `,` `;` tab outside quotes; `,` on a tie or when none occurs."""
-    counts = dict.fromkeys(DELIMITERS, 0)
-    quoted = False
-    for char in header_line:
-        if char == '"':
-            quoted = not quoted
-        elif not quoted and char in counts:
-            counts[char] += 1
-    return max(DELIMITERS, key=lambda d: counts[d])  # max keeps the first of equals: ","
-
-
-def _decoded_lines(stream: BinaryIO) -> Iterator[str]:
-    """Physical lines of UTF-8 text (a BOM dropped), each with its line break, as `csv` wants
-    them; `\\r\\n`, `\\n` and a lone `\\r` all end a line."""
-    chunk = stream.read(CHUNK_BYTES) or b""
-    if chunk.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        raise CSVFormatError("the file is UTF-16 text; save it as CSV UTF-8")
-    if chunk.startswith(_ZIP_MAGIC):
-        raise CSVFormatError("the file is a ZIP or Excel workbook; save it as CSV UTF-8")
-    decoder = codecs.getincrementaldecoder("utf-8-sig")()
-    line_number = 1  # the line `pending` starts on
-    pending = ""
-    while True:
-        final = not chunk
-        try:
-            text = decoder.decode(chunk, final=final)
-        except UnicodeDecodeError as error:
-            before = error.object[: error.start].decode("utf-8", errors="replace")
-            line = line_number + len(_LINE_BREAK.findall(pending + before))
-            raise CSVFormatError(f"not UTF-8 text (line {line}); save it as CSV UTF-8") from None
-        if "\x00" in text:
-            line = line_number + len(_LINE_BREAK.findall(pending + text[: text.index("\x00")]))
-            raise CSVFormatError(f"binary content, not CSV text (a NUL byte on line {line})")
-        pending += text
-        start = 0
-        for match in _LINE_BREAK.finditer(pending):
-            if match.group() == "\r" and match.end() == len(pending) and not final:
-                break  # may be the first half of a "\r\n" split across chunks
-            yield pending[start : match.end()]
-            start = match.end()
-            line_number += 1
-        pending = pending[start:]
-        if len(pending) > MAX_LINE_CHARS:
-            raise CSVFormatError(f"line {line_number} is longer than {MAX_LINE_CHARS} characters")
-        if final:
-            if pending:
-                yield pending
-            return
-        chunk = stream.read(CHUNK_BYTES) or b""

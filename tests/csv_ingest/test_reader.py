@@ -204,7 +204,7 @@ def test_an_image_is_not_csv():
 
 def test_text_in_another_encoding_is_not_utf8_and_the_line_is_named():
     data = f"{HEADER}\nP1,Ann,Lee,,,,,\nP2,Zoë,Ray,,,,,\n".encode("latin-1")
-    assert format_error(data) == "not UTF-8 text (line 3)"
+    assert format_error(data) == "not UTF-8 text (line 3); save it as CSV UTF-8"
 
 
 def test_utf16_text_is_named_as_such():
@@ -220,7 +220,7 @@ def test_a_decoding_error_far_down_the_file_comes_after_the_rows_before_it():
         for row in reader:
             seen.append(row)
     assert len(seen) > 1000
-    assert raised.value.message == f"not UTF-8 text (line {20_002})"
+    assert raised.value.message == f"not UTF-8 text (line {20_002}); save it as CSV UTF-8"
 
 
 @pytest.mark.parametrize(
