@@ -222,8 +222,8 @@ async def load_stream(
 def row_query(
     view: CompiledView, name: str, filters: dict[str, str], limit: int | None, offset: int
 ) -> tuple[str, dict[str, Any]]:
-    """SELECT the view's columns, with equality filters on columns (cast to the column's
-    type by PostgreSQL), in a stable order."""
+    """SELECT the view's columns, with equality filters on columns (each value read as its
+    column's type first: a bad one is a 400, not a failed query), in a stable order."""
     known = {column.name: column for column in view.columns}
     unknown = sorted(set(filters) - set(known))
     if unknown:
@@ -233,9 +233,11 @@ def row_query(
     names = ", ".join(f'"{column.name}"' for column in view.columns)
     where, params = [], {}
     for index, (column, value) in enumerate(sorted(filters.items())):
-        sql_type = tables.sql_type(known[column])
-        where.append(f'"{column}" = CAST(:f{index} AS {sql_type})')
-        params[f"f{index}"] = value
+        try:
+            params[f"f{index}"] = tables.filter_value(known[column], value)
+        except tables.UnstorableValue as exc:
+            raise BadRequest(f"Filter {column}: {exc}.") from None
+        where.append(f'"{column}" = :f{index}')
     sql = f'SELECT {names} FROM "{tables.table_name(name)}"'  # noqa: S608
     if where:
         sql += " WHERE " + " AND ".join(where)

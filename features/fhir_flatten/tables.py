@@ -178,3 +178,29 @@ def convert_row(
         resource_id,
         *(None if value is None else fn(value) for value, fn in zip(row, convert, strict=True)),
     )
+
+
+# --- filters on rows: query-string text to the column's type ------------------------------
+
+_TRUE_FALSE = {"true": True, "false": False}
+
+
+def filter_value(column: Column, written: str) -> Any:
+    """A `?column=value` filter as the column's type; UnstorableValue when it cannot be."""
+    kind = sql_type(column)
+    if kind == "jsonb":
+        raise UnstorableValue("a collection column cannot be filtered on")
+    try:
+        if kind == "boolean":
+            return _TRUE_FALSE[written.lower()]
+        if kind in ("integer", "bigint"):
+            return int(written)
+        if kind == "numeric":
+            return _decimal(written)
+        if kind == "date":
+            return date.fromisoformat(written)
+        if kind in ("timestamptz", "time"):
+            return _CONVERTERS[kind](written)
+    except (KeyError, ValueError):
+        raise UnstorableValue(f"{written[:50]!r} is not a {column.type}") from None
+    return written

@@ -358,6 +358,13 @@ async def test_rows_paging_and_unknown_filter(client, views, analyst):
         "/flatten/views/patient/rows", params={"nope": "1"}, headers=analyst.headers
     )
     assert unknown.status_code == 400 and "nope" in unknown.text
+    for column, value in (("birth_date", "not-a-date"), ("deceased", "maybe")):
+        wrong = await client.get(
+            "/flatten/views/patient/rows", params={column: value}, headers=analyst.headers
+        )
+        assert wrong.status_code == 400 and column in wrong.json()["detail"]
+    typed = await rows(client, analyst, "patient", family_name=family, birth_date="1970-03-04")
+    assert len(typed) == 5
 
 
 async def test_the_inbox(app, views, session, tmp_path):
