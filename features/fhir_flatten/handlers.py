@@ -126,6 +126,12 @@ async def create_view(session: AsyncSession, user: Principal, definition: Any) -
             "The view's name must be 1-58 lower-case letters, digits or '_', starting with a "
             "letter: it names the table (flat_<name>)."
         )
+    long_names = [c.name for c in view.columns if len(c.name) > tables.MAX_COLUMN_NAME]
+    if long_names:
+        raise UnprocessableContent(
+            f"Column names become PostgreSQL column names, at most {tables.MAX_COLUMN_NAME} "
+            f"characters: {', '.join(n[:70] for n in long_names)}."
+        )
     if await session.get(FlatView, name) is not None:
         raise Conflict(f"A view named {name!r} exists already.")
     session.add(

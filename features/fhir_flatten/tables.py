@@ -24,6 +24,7 @@ from features.fhir_flatten.viewdef import Column
 TABLE_PREFIX = "flat_"
 KEY_COLUMN = "_resource_id"
 VIEW_NAME = re.compile(r"[a-z][a-z0-9_]{0,57}")
+MAX_COLUMN_NAME = 63  # PostgreSQL's identifier length
 
 SQL_TYPES = {
     "boolean": "boolean",

@@ -285,6 +285,7 @@ async def test_views_of_ones_own(client, views, analyst, make_user):
         ),
         (lambda v: v["select"][0]["column"].append({"name": "id", "path": "id"}), "id"),
         (lambda v: v.update(where=[{"path": "name.family"}]), ""),
+        (lambda v: v["select"][0]["column"].append({"name": "x" * 64, "path": "id"}), "63"),
         (lambda v: v["select"][0]["column"][0].update(path="(" * 10_000 + "id" + ")" * 10_000), ""),
     ],
 )
