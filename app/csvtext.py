@@ -21,6 +21,15 @@ class CSVFormatError(Exception):
         self.message = message
 
 
+class MissingColumns(CSVFormatError):
+    def __init__(self, columns: list[str]) -> None:
+        super().__init__(
+            f"missing required columns: {', '.join(columns)} "
+            "(the first row must be the header naming the columns)"
+        )
+        self.columns = columns
+
+
 def detect_delimiter(header_line: str) -> str:
     """The most frequent of `,` `;` tab outside quotes; `,` on a tie or when none occurs."""
     counts = dict.fromkeys(DELIMITERS, 0)

@@ -4,7 +4,7 @@ wrapper that counts and hashes what is read through it."""
 import hashlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Annotated, BinaryIO
+from typing import Annotated, Any, BinaryIO
 
 from fastapi import Depends, Request
 
@@ -38,6 +38,30 @@ async def uploaded_file(request: Request) -> AsyncIterator[UploadedFile]:
 
 
 UploadedFileDep = Annotated[UploadedFile, Depends(uploaded_file)]
+
+
+def file_request_body(description: str) -> dict[str, Any]:
+    """The OpenAPI of a route that reads `file` itself (`openapi_extra=`)."""
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["file"],
+                        "properties": {
+                            "file": {
+                                "type": "string",
+                                "format": "binary",
+                                "description": description,
+                            }
+                        },
+                    }
+                }
+            },
+        }
+    }
 
 
 class HashingReader:

@@ -21,7 +21,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, BinaryIO, Literal
 
-from app.csvtext import CSVFormatError, decoded_lines, detect_delimiter
+from app.csvtext import CSVFormatError, MissingColumns, decoded_lines, detect_delimiter
 
 REQUIRED_COLUMNS = ("patient_id", "given_name", "family_name", "birth_date", "gender")
 OPTIONAL_COLUMNS = ("conditions", "observations", "observation_date")
@@ -73,15 +73,6 @@ _PAIR = re.compile(rf"(?P<first>{_NUMBER})\s*/\s*(?P<second>{_NUMBER}){_UNIT}")
 _DECIMAL_COMMA = re.compile(r"[+-]?\d+,\d+(\s.*)?")
 # Cells may list several items on separate lines (Alt+Enter in a spreadsheet) as well as with ";".
 _ITEM_SEPARATOR = re.compile(r";|\r\n|\r|\n")
-
-
-class MissingColumns(CSVFormatError):
-    def __init__(self, columns: list[str]) -> None:
-        super().__init__(
-            f"missing required columns: {', '.join(columns)} "
-            "(the first line must be the header naming the columns)"
-        )
-        self.columns = columns
 
 
 @dataclass(frozen=True, slots=True)

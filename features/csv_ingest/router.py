@@ -1,5 +1,4 @@
 import uuid
-from typing import Any
 
 from fastapi import APIRouter, Request, Response, status
 
@@ -8,7 +7,7 @@ from app.db import SessionDep
 from app.errors import problem_responses
 from app.pagination import Page, PageDep
 from app.security import SettingsDep
-from app.uploads import UploadedFileDep
+from app.uploads import UploadedFileDep, file_request_body
 from features.csv_ingest import handlers
 from features.csv_ingest.dependencies import CareTeamMember
 from features.csv_ingest.schemas import (
@@ -22,28 +21,10 @@ router = APIRouter(prefix="/csv-uploads", tags=["csv uploads"])
 legacy_router = APIRouter(tags=["csv uploads"])
 
 # The route reads its multipart body itself, so the OpenAPI is written out here.
-CSV_REQUEST_BODY: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["file"],
-                    "properties": {
-                        "file": {
-                            "type": "string",
-                            "format": "binary",
-                            "description": "CSV, UTF-8 (BOM or not), delimited by , ; or tab. "
-                            "Header: patient_id,given_name,family_name,birth_date,gender,"
-                            "conditions,observations,observation_date",
-                        }
-                    },
-                }
-            }
-        },
-    }
-}
+CSV_REQUEST_BODY = file_request_body(
+    "CSV, UTF-8 (BOM or not), delimited by , ; or tab. Header: patient_id,given_name,"
+    "family_name,birth_date,gender,conditions,observations,observation_date"
+)
 UPLOAD_ERRORS = problem_responses(401, 403, 413, 415, 503)
 
 

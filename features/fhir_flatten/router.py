@@ -26,6 +26,14 @@ JSON_TYPES = ("application/json", "application/fhir+json")
 NDJSON_TYPES = ("application/fhir+ndjson", "application/x-ndjson", "application/ndjson")
 MEDIA_TYPES = {"json": "application/json", "ndjson": "application/x-ndjson", "csv": "text/csv"}
 SPOOL_IN_MEMORY_BYTES = 8 * 1024 * 1024
+ROWS_RESPONSE: dict[str, Any] = {
+    "description": "The rows, in the asked format.",
+    "content": {
+        "application/json": {"schema": {"type": "array", "items": {"type": "object"}}},
+        "application/x-ndjson": {"schema": {"type": "string"}},
+        "text/csv": {"schema": {"type": "string"}},
+    },
+}
 
 INPUT_BODY: dict[str, Any] = {
     "requestBody": {
@@ -186,14 +194,7 @@ def _filters(request: Request) -> dict[str, str]:
     "/views/{name}/rows",
     summary="A view's rows as JSON, NDJSON or CSV, streamed; filter with ?column=value",
     responses={
-        200: {
-            "description": "The rows.",
-            "content": {
-                "application/json": {"schema": {"type": "array", "items": {"type": "object"}}},
-                "application/x-ndjson": {"schema": {"type": "string"}},
-                "text/csv": {"schema": {"type": "string"}},
-            },
-        },
+        200: ROWS_RESPONSE,
         **problem_responses(400, 401, 403, 404),
     },
 )
@@ -244,14 +245,7 @@ def _run_input(body: dict[str, Any]) -> tuple[dict[str, Any], list[dict] | None,
     "/ViewDefinition/$run",
     summary="Run a ViewDefinition ($run): over the resources given, or the stored ones",
     responses={
-        200: {
-            "description": "The rows.",
-            "content": {
-                "application/json": {"schema": {"type": "array", "items": {"type": "object"}}},
-                "application/x-ndjson": {"schema": {"type": "string"}},
-                "text/csv": {"schema": {"type": "string"}},
-            },
-        },
+        200: ROWS_RESPONSE,
         **problem_responses(401, 403),
     },
 )

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, BinaryIO, Literal
 
-from app.csvtext import CSVFormatError, decoded_lines, detect_delimiter
+from app.csvtext import CSVFormatError, MissingColumns, decoded_lines, detect_delimiter
 from features.tm2_ingest.codes import codes_in, titles_match
 
 Severity = Literal["error", "warning"]
@@ -64,15 +64,6 @@ _HEADER_SEPARATORS = re.compile(r"[\s\-]+")
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _ISO_DATE_TIME = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}.*")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-
-
-class MissingColumns(CSVFormatError):
-    def __init__(self, columns: list[str]) -> None:
-        super().__init__(
-            f"missing required columns: {', '.join(columns)} "
-            "(the first row must be the header naming the columns)"
-        )
-        self.columns = columns
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,4 @@
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 
@@ -7,7 +7,7 @@ from app.db import SessionDep
 from app.errors import problem_responses
 from app.pagination import Page, PageDep
 from app.security import Principal, Role, SettingsDep, require_roles
-from app.uploads import UploadedFileDep
+from app.uploads import UploadedFileDep, file_request_body
 from features.tm2_ingest import handlers, status
 from features.tm2_ingest.schemas import (
     LegacyIngestResult,
@@ -24,27 +24,10 @@ legacy_router = APIRouter(tags=["tm2"])
 CareTeam = Annotated[Principal, require_roles(Role.ADMIN, Role.CLINICIAN)]
 Admin = Annotated[Principal, require_roles(Role.ADMIN)]
 
-TM2_REQUEST_BODY: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["file"],
-                    "properties": {
-                        "file": {
-                            "type": "string",
-                            "format": "binary",
-                            "description": "CSV: patient_id, tm2_code, condition_name, "
-                            "system_type, severity, diagnosis_date, practitioner_id",
-                        }
-                    },
-                }
-            }
-        },
-    }
-}
+TM2_REQUEST_BODY = file_request_body(
+    "CSV: patient_id, tm2_code, condition_name, system_type, severity, diagnosis_date, "
+    "practitioner_id"
+)
 UPLOAD_ERRORS = problem_responses(401, 403, 413, 415)
 
 

@@ -38,7 +38,8 @@ async def submit_pending(
     run = SubmissionRun(started_at=datetime.now(UTC))
     async with sessionmaker() as session, session.begin():
         session.add(run)
-    patients: dict[str, str | None] = {}
+    patients: dict[str, str | None] = {}  # OpenMRS uuid by identifier, for this run
+    titles = {code: title for code, title in await _titles(sessionmaker)}
     submitted = failed = 0
     stopped: str | None = None
     started = time.perf_counter()
@@ -54,7 +55,7 @@ async def submit_pending(
             if record is None:
                 break
             try:
-                await _send(session, openmrs, settings, record, patients)
+                await _send(openmrs, settings, record, patients, titles)
                 submitted += 1
             except OpenMRSRequestError as exc:
                 _fail(record, exc.reason)
@@ -91,12 +92,17 @@ def _fail(record: TM2Record, reason: str) -> None:
     record.error = reason[:1000]
 
 
+async def _titles(sessionmaker: async_sessionmaker[AsyncSession]) -> list[tuple[str, str]]:
+    async with sessionmaker() as session:
+        return list((await session.execute(select(TM2Code.code, TM2Code.title))).all())
+
+
 async def _send(
-    session: AsyncSession,
     openmrs: OpenMRSClient,
     settings: Settings,
     record: TM2Record,
     patients: dict[str, str | None],
+    titles: dict[str, str],
 ) -> None:
     if record.patient_id not in patients:
         patients[record.patient_id] = await openmrs.find_patient(record.patient_id)
@@ -105,7 +111,7 @@ async def _send(
         raise OpenMRSRequestError(
             f"no OpenMRS patient has the identifier {record.patient_id!r}", status=404
         )
-    title = await session.scalar(select(TM2Code.title).where(TM2Code.code == record.code))
+    title = titles.get(record.code)
     obs_uuid = await openmrs.create_obs(
         person_uuid=person,
         concept_uuid=settings.openmrs_tm2_concept_uuid,
