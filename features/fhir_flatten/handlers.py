@@ -266,12 +266,39 @@ async def stream_rows(
                 yield row
 
 
-async def stored_resources(session: AsyncSession, resource_type: str) -> list[dict[str, Any]]:
-    return list(
-        await session.scalars(
-            select(StoredResource.resource).where(StoredResource.resource_type == resource_type)
-        )
+async def stored_page(
+    session: AsyncSession, resource_type: str, after: str | None
+) -> list[tuple[str, dict[str, Any]]]:
+    """One page of the stored resources of a type, in id order, after the id `after`."""
+    query = select(StoredResource.id, StoredResource.resource).where(
+        StoredResource.resource_type == resource_type
     )
+    if after is not None:
+        query = query.where(StoredResource.id > after)
+    page = await session.execute(query.order_by(StoredResource.id).limit(loading.CHUNK))
+    return [(row.id, row.resource) for row in page]
+
+
+async def stored_view_rows(
+    session: AsyncSession, sessionmaker: async_sessionmaker[AsyncSession], view: CompiledView
+) -> AsyncIterator[list[tuple]]:
+    """`$run` over the stored resources, a page at a time (no more than a page in memory).
+
+    The first page is evaluated at once, on the request's session, so that a view that cannot
+    run on the stored data is a 422 like any other; the other pages are read, each on a short
+    session of its own, while the answer streams."""
+    page = await stored_page(session, view.resource, None)
+    first = await run_view(view, [resource for _, resource in page])
+
+    async def batches() -> AsyncIterator[list[tuple]]:
+        yield first
+        last = page
+        while len(last) == loading.CHUNK:
+            async with sessionmaker() as own:
+                last = await stored_page(own, view.resource, last[-1][0])
+            yield await run_view(view, [resource for _, resource in last])
+
+    return batches()
 
 
 async def run_view(view: CompiledView, resources: list[Any]) -> list[tuple]:

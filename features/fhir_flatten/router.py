@@ -223,6 +223,10 @@ async def view_rows(
 # --- $run ----------------------------------------------------------------------------------
 
 
+async def _one(batch: list[tuple]) -> AsyncIterator[list[tuple]]:
+    yield batch
+
+
 def _run_input(body: dict[str, Any]) -> tuple[dict[str, Any], list[dict] | None, str | None]:
     """(the ViewDefinition, the resources or None for the stored ones, the format)."""
     if body.get("resourceType") != "Parameters":
@@ -250,6 +254,7 @@ def _run_input(body: dict[str, Any]) -> tuple[dict[str, Any], list[dict] | None,
     },
 )
 async def run_view(
+    request: Request,
     session: SessionDep,
     user: Reader,
     body: Annotated[
@@ -263,14 +268,18 @@ async def run_view(
     if fmt not in MEDIA_TYPES:
         raise UnprocessableContent(f"_format must be one of json, ndjson, csv, not {fmt!r}.")
     view = handlers.validate_view(definition)
-    if resources is None:
-        resources = await handlers.stored_resources(session, view.resource)
-    computed = await handlers.run_view(view, resources)
+    if resources is not None:
+        batches: AsyncIterator[list[tuple]] = _one(await handlers.run_view(view, resources))
+    else:
+        batches = await handlers.stored_view_rows(
+            session, request.app.state.runtime.sessionmaker, view
+        )
     await audit.record(session, actor=user, action="flatten.run", resource_type="View")
 
     async def rows() -> AsyncIterator[Sequence[Any]]:
-        for row in computed:
-            yield row
+        async for batch in batches:
+            for row in batch:
+                yield row
 
     names = [column.name for column in view.columns]
     return StreamingResponse(encode_rows(rows(), names, fmt), media_type=MEDIA_TYPES[fmt])

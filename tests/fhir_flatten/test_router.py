@@ -442,3 +442,30 @@ def test_builtin_views_are_valid():
     for name, definition in definitions.items():
         view = handlers.validate_view(copy.deepcopy(definition))
         assert definition["name"] == name and view.columns
+
+
+async def test_run_over_the_stored_resources_page_by_page(client, views, analyst, monkeypatch):
+    from features.fhir_flatten import loading
+
+    family = f"Run{uuid.uuid4().hex[:6]}"
+    pids = sorted(str(uuid.uuid4()) for _ in range(5))
+    await post_bundle(client, analyst, bundle(*(patient(p, family) for p in pids)))
+    monkeypatch.setattr(loading, "CHUNK", 2)  # pages of two: the answer spans three
+    definition = {
+        "resourceType": "ViewDefinition",
+        "resource": "Patient",
+        "where": [{"path": f"name.family = '{family}'"}],
+        "select": [{"column": [{"name": "id", "path": "getResourceKey()"}]}],
+    }
+    response = await client.post(
+        "/flatten/ViewDefinition/$run", json=definition, headers=analyst.headers
+    )
+    assert response.status_code == 200, response.text
+    assert sorted(row["id"] for row in response.json()) == pids
+
+    definition["where"] = [{"path": "name.family"}]  # not a boolean: fails on the first page
+    refused = await client.post(
+        "/flatten/ViewDefinition/$run", json=definition, headers=analyst.headers
+    )
+    assert refused.status_code == 422
+    assert "not a boolean" in refused.json()["detail"]
