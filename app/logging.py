@@ -48,6 +48,8 @@ def configure_logging(level: str = "INFO") -> None:
     ]
     structlog.configure(
         processors=[
+            # First: a line below LOG_LEVEL costs nothing more (the access line of every request).
+            structlog.stdlib.filter_by_level,
             *shared,
             structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
         ],

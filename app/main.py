@@ -14,7 +14,6 @@ from anyio import to_thread
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
-from prometheus_fastapi_instrumentator import Instrumentator
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app import api, system
@@ -164,9 +163,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in api.ROUTERS:
         app.include_router(router)
 
-    Instrumentator(excluded_handlers=["/metrics", "/health", "/ready"]).instrument(app).expose(
-        app, include_in_schema=False
-    )
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

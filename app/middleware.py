@@ -1,4 +1,4 @@
-"""Pure ASGI middleware: request id and access log, body size limit, security headers."""
+"""Pure ASGI middleware: request id, access log and metrics, body size limit, security headers."""
 
 import re
 import time
@@ -9,6 +9,7 @@ import structlog
 from fastapi import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app import metrics
 from app.errors import problem_response
 
 access_log = structlog.get_logger("app.access")
@@ -37,7 +38,8 @@ def _too_large(limit: int):
 
 
 class RequestContextMiddleware:
-    """Request id (from X-Request-ID or new), one access line per request, a last-resort 500.
+    """Request id (from X-Request-ID or new), one access line and the metrics of every
+    request, a last-resort 500.
 
     The access line names the route template (`/patients/{patient_id}`), never the raw path
     or query string, which may carry patient names.
@@ -84,13 +86,15 @@ class RequestContextMiddleware:
                 )
                 await response(scope, receive, send_with_id)
         finally:
-            route = scope.get("route")
+            seconds = time.perf_counter() - started
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            metrics.observe(route, scope["method"], status, seconds)
             access_log.info(
                 "request",
                 method=scope["method"],
-                route=getattr(route, "path", None) or "unmatched",
+                route=route,
                 status=status,
-                duration_ms=round((time.perf_counter() - started) * 1000, 2),
+                duration_ms=round(seconds * 1000, 2),
             )
             structlog.contextvars.clear_contextvars()
 

@@ -1,13 +1,15 @@
-"""Liveness and readiness probes (public)."""
+"""Liveness and readiness probes and the Prometheus metrics (public)."""
 
 import asyncio
 from typing import Literal
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app import metrics
 
 READINESS_TIMEOUT_S = 3.0
 
@@ -56,3 +58,9 @@ async def ready(request: Request):
     down = [name for name, result in named.items() if result != "ok"]
     body = Readiness(status="unavailable" if down else "ready", checks=named)
     return JSONResponse(body.model_dump(), status_code=503 if down else 200)
+
+
+@router.get("/metrics", include_in_schema=False)
+async def prometheus_metrics() -> Response:
+    body, content_type = metrics.exposition()
+    return Response(body, media_type=content_type)

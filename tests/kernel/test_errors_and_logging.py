@@ -1,6 +1,7 @@
 import io
 import json
 import logging
+import uuid
 
 import pytest
 
@@ -122,8 +123,24 @@ async def test_every_route_documents_its_errors(app):
                 assert "401" in responses or path in {"/login"}, (method, path)
 
 
-async def test_metrics_are_prometheus_text(client):
+def _sample(text: str, prefix: str) -> float:
+    lines = [line for line in text.splitlines() if line.startswith(prefix)]
+    return float(lines[0].rsplit(" ", 1)[1]) if lines else 0.0
+
+
+async def test_metrics_count_requests_by_route_template_method_and_status_class(client):
+    counted = 'http_requests_total{handler="/patients/{patient_id}",method="GET",status="4xx"}'
+    timed = 'http_request_duration_seconds_count{handler="/patients/{patient_id}",method="GET"}'
+    before = (await client.get("/metrics")).text
+    for _ in range(3):
+        await client.get(f"/patients/{uuid.uuid4()}")  # 401: no token
     await client.get("/health")
     response = await client.get("/metrics")
     assert response.status_code == 200
-    assert "http_requests_total" in response.text or "http_request_duration" in response.text
+    assert response.headers["content-type"].startswith("text/plain")
+    after = response.text
+    assert _sample(after, counted) == _sample(before, counted) + 3
+    assert _sample(after, timed) >= _sample(before, timed) + 3
+    # Raw paths (ids) and the probes never become labels.
+    assert "/patients/" not in after.replace("/patients/{patient_id}", "")
+    assert 'handler="/health"' not in after and 'handler="/metrics"' not in after
