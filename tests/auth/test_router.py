@@ -2,6 +2,7 @@ import asyncio
 import base64
 import json
 import os
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -9,6 +10,7 @@ import jwt
 import pytest
 from sqlalchemy import select
 
+from app import security
 from app.security import Role
 from features.auth.models import LoginFailure, User
 from tests.conftest import DEFAULT_PASSWORD, TEST_SECRET_KEY, create_database, drop_database
@@ -233,6 +235,18 @@ async def test_bad_tokens_get_401_with_www_authenticate(client, clinician, case)
     assert response.status_code == 401, case
     assert response.headers["www-authenticate"] == "Bearer"
     assert response.headers["content-type"] == PROBLEM
+
+
+async def test_a_token_that_worked_is_refused_once_it_expires(client, clinician, monkeypatch):
+    token = jwt.encode(_claims(clinician.id), TEST_SECRET_KEY, algorithm="HS256")
+    headers = {"Authorization": f"Bearer {token}"}
+    assert (await client.get("/auth/me", headers=headers)).status_code == 200
+    assert (await client.get("/auth/me", headers=headers)).status_code == 200  # verified before
+    later = time.time() + 5 * 60
+    monkeypatch.setattr(security.time, "time", lambda: later)
+    response = await client.get("/auth/me", headers=headers)
+    assert response.status_code == 401
+    assert "expired" in response.json()["detail"]
 
 
 async def test_no_token_gets_401(client):
