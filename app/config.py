@@ -43,6 +43,7 @@ class Settings(BaseSettings):
     database_url: str | None = None
     embedded_postgres_dir: str = ".data/postgres"
     database_pool_size: int = Field(default=20, ge=1, le=200)
+    database_direct_pool_size: int = Field(default=10, ge=1, le=200)
     database_statement_timeout_ms: int = Field(default=30_000, ge=100)
 
     secret_key: str = DEFAULT_SECRET_KEY

@@ -8,6 +8,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
+import asyncpg
 import structlog
 from fastapi import Depends, Request
 from sqlalchemy import DateTime, MetaData, func
@@ -106,15 +107,55 @@ def create_engine(url: str, settings: Settings) -> AsyncEngine:
         pool_size=settings.database_pool_size,
         max_overflow=0,
         pool_recycle=1800,
-        connect_args={
-            "server_settings": {
-                "statement_timeout": str(settings.database_statement_timeout_ms),
-                "application_name": "clinical-backend",
-                # Fuzzy name search: "Jonh Smth" is 0.31 like "John Smith" (default 0.6).
-                "pg_trgm.word_similarity_threshold": "0.3",
-            }
-        },
+        connect_args={"server_settings": _server_settings(settings)},
     )
+
+
+def _server_settings(settings: Settings) -> dict[str, str]:
+    return {
+        "statement_timeout": str(settings.database_statement_timeout_ms),
+        "application_name": "clinical-backend",
+        # Fuzzy name search: "Jonh Smth" is 0.31 like "John Smith" (default 0.6).
+        "pg_trgm.word_similarity_threshold": "0.3",
+    }
+
+
+class DirectStatements:
+    """Single SQL statements straight through asyncpg, each its own transaction.
+
+    Only for the hottest requests, which do all their work in one statement (a patient read
+    that checks the account, reads the patient and writes the audit event in one round trip).
+    Through the request session the same work is BEGIN, a round trip per statement and COMMIT,
+    and about a millisecond of CPU in SQLAlchemy: more than the work itself. Everything else
+    uses `SessionDep`.
+    """
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    @classmethod
+    async def connect(cls, url: str, settings: Settings) -> "DirectStatements":
+        # min_size=0: connections are opened on first use, not at start-up.
+        pool = await asyncpg.create_pool(
+            to_libpq_url(url),
+            min_size=0,
+            max_size=settings.database_direct_pool_size,
+            server_settings=_server_settings(settings),
+        )
+        return cls(pool)
+
+    async def fetchrow(self, query: str, *args: object) -> asyncpg.Record | None:
+        return await self._pool.fetchrow(query, *args)
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+
+async def get_direct_statements(request: Request) -> DirectStatements:
+    return request.app.state.runtime.direct
+
+
+DirectStatementsDep = Annotated[DirectStatements, Depends(get_direct_statements)]
 
 
 def create_sessionmaker(bind) -> async_sessionmaker[AsyncSession]:

@@ -21,7 +21,13 @@ from app.clients.fhir import FHIRClient
 from app.clients.llm import LLMClient
 from app.clients.openmrs import OpenMRSClient
 from app.config import Settings
-from app.db import create_engine, create_sessionmaker, resolve_database_url, to_libpq_url
+from app.db import (
+    DirectStatements,
+    create_engine,
+    create_sessionmaker,
+    resolve_database_url,
+    to_libpq_url,
+)
 from app.docs import install_docs
 from app.errors import PROBLEM_MEDIA_TYPE, install_error_handlers
 from app.jobs import create_job_app, worker_context
@@ -41,12 +47,20 @@ class Runtime:
     settings: Settings
     engine: AsyncEngine
     sessionmaker: async_sessionmaker[AsyncSession]
+    direct: DirectStatements
     job_app: procrastinate.App
     llm: LLMClient
     fhir: FHIRClient
     openmrs: OpenMRSClient
     principal_loader: Callable[..., Awaitable[Any]] = api.load_principal
     readiness_checks: dict[str, ReadinessCheck] = field(default_factory=dict)
+
+    async def aclose(self) -> None:
+        await self.engine.dispose()
+        await self.direct.close()
+        await self.llm.aclose()
+        await self.fhir.aclose()
+        await self.openmrs.aclose()
 
 
 async def build_runtime(settings: Settings, database_url: str) -> Runtime:
@@ -57,6 +71,7 @@ async def build_runtime(settings: Settings, database_url: str) -> Runtime:
         settings,
         engine,
         sessionmaker,
+        await DirectStatements.connect(database_url, settings),
         job_app,
         LLMClient.from_settings(settings),
         FHIRClient.from_settings(settings),
@@ -104,10 +119,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
                 worker.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await worker
-    await runtime.engine.dispose()
-    await runtime.llm.aclose()
-    await runtime.fhir.aclose()
-    await runtime.openmrs.aclose()
+    await runtime.aclose()
 
 
 def _problem_content_types(schema: dict[str, Any]) -> dict[str, Any]:

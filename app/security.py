@@ -124,21 +124,42 @@ def decode_access_token(settings: Settings, token: str) -> tuple[uuid.UUID, int]
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/auth/token", auto_error=False)
 
 
-async def get_current_principal(
-    request: Request,
-    session: SessionDep,
-    token: Annotated[str | None, Depends(oauth2_scheme)],
-) -> Principal:
+TOKEN_NO_LONGER_VALID = (
+    "This token is no longer valid: its account was disabled or deleted, "
+    "or its password changed since. Log in again."
+)
+
+
+@dataclass(frozen=True, slots=True)
+class TokenClaims:
+    """A verified access token: whose it is and when it was issued. The account behind it is
+    not checked yet (see `TOKEN_NO_LONGER_VALID`)."""
+
+    user_id: uuid.UUID
+    issued_at: int
+
+
+async def get_token_claims(
+    request: Request, token: Annotated[str | None, Depends(oauth2_scheme)]
+) -> TokenClaims:
     if not token:
         raise Unauthorized("Authentication required: send 'Authorization: Bearer <token>'.")
+    user_id, issued_at = decode_access_token(request.app.state.runtime.settings, token)
+    return TokenClaims(user_id, issued_at)
+
+
+# For a single statement that checks the account itself (SQL function `active_principal`) in
+# the same round trip as its work; every other route uses CurrentUser.
+VerifiedToken = Annotated[TokenClaims, Depends(get_token_claims)]
+
+
+async def get_current_principal(
+    request: Request, session: SessionDep, token: VerifiedToken
+) -> Principal:
     runtime = request.app.state.runtime
-    user_id, issued_at = decode_access_token(runtime.settings, token)
-    principal = await runtime.principal_loader(session, user_id, issued_at)
+    principal = await runtime.principal_loader(session, token.user_id, token.issued_at)
     if principal is None:
-        raise Unauthorized(
-            "This token is no longer valid: its account was disabled or deleted, "
-            "or its password changed since. Log in again."
-        )
+        raise Unauthorized(TOKEN_NO_LONGER_VALID)
     request.state.principal = principal
     return principal
 
@@ -159,7 +180,7 @@ def require_roles(*roles: Role):
     return Depends(check)
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.runtime.settings
 
 

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import asyncpg
 import httpx
 import psycopg
 import pytest
@@ -22,7 +23,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
 from app.config import Settings
-from app.db import start_embedded_postgres, to_asyncpg_url, to_libpq_url
+from app.db import DirectStatements, start_embedded_postgres, to_asyncpg_url, to_libpq_url
 from app.main import build_runtime, create_app
 from app.migrate import upgrade_to_head
 from app.security import Role, create_access_token, hash_password
@@ -106,10 +107,7 @@ async def app(settings: Settings, database_url: str):
     runtime = await build_runtime(settings, database_url)
     application.state.runtime = runtime
     yield application
-    await runtime.engine.dispose()
-    await runtime.llm.aclose()
-    await runtime.fhir.aclose()
-    await runtime.openmrs.aclose()
+    await runtime.aclose()
 
 
 @pytest.fixture
@@ -120,7 +118,7 @@ async def connection(app) -> AsyncIterator[AsyncConnection]:
     in production while nothing outlives the test.
     """
     runtime = app.state.runtime
-    real_sessionmaker = runtime.sessionmaker
+    real_sessionmaker, real_direct = runtime.sessionmaker, runtime.direct
     async with runtime.engine.connect() as conn:
         transaction = await conn.begin()
         runtime.sessionmaker = async_sessionmaker(
@@ -129,11 +127,28 @@ async def connection(app) -> AsyncIterator[AsyncConnection]:
             expire_on_commit=False,
             autoflush=False,
         )
+        runtime.direct = DirectStatementsInTransaction(
+            (await conn.get_raw_connection()).driver_connection
+        )
         try:
             yield conn
         finally:
-            runtime.sessionmaker = real_sessionmaker
+            runtime.sessionmaker, runtime.direct = real_sessionmaker, real_direct
             await transaction.rollback()
+
+
+class DirectStatementsInTransaction(DirectStatements):
+    """The app's single statements, each in a savepoint of the test's transaction."""
+
+    def __init__(self, connection: asyncpg.Connection) -> None:
+        self._connection = connection
+
+    async def fetchrow(self, query: str, *args: object) -> asyncpg.Record | None:
+        async with self._connection.transaction():
+            return await self._connection.fetchrow(query, *args)
+
+    async def close(self) -> None:
+        pass
 
 
 @pytest.fixture

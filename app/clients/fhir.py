@@ -416,7 +416,7 @@ class FHIRClient:
 # --- dependency --------------------------------------------------------------------------------
 
 
-def get_fhir_client(request: Request) -> FHIRClient:
+async def get_fhir_client(request: Request) -> FHIRClient:
     """The service's one FHIR client (tests override this dependency or the runtime's)."""
     return request.app.state.runtime.fhir
 

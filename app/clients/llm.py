@@ -467,7 +467,7 @@ def _parse_answer(completion: Any, output_model: type[T]) -> T:
 # --- dependency --------------------------------------------------------------------------------
 
 
-def get_llm_client(request: Request) -> LLMClient:
+async def get_llm_client(request: Request) -> LLMClient:
     """The service's one LLM client (tests override this dependency or the runtime's)."""
     return request.app.state.runtime.llm
 

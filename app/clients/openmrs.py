@@ -441,7 +441,7 @@ def _secrets_of(base_url: str | None, username: str | None, password: str | None
 # --- dependency --------------------------------------------------------------------------------
 
 
-def get_openmrs_client(request: Request) -> OpenMRSClient:
+async def get_openmrs_client(request: Request) -> OpenMRSClient:
     """The service's one OpenMRS client (tests override this dependency or the runtime's)."""
     return request.app.state.runtime.openmrs
 

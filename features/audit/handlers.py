@@ -10,6 +10,18 @@ from app.security import Principal
 from features.audit.models import AuditEvent
 from features.audit.schemas import AuditEventRead, Outcome
 
+# The head of an insert of one event, for a single statement that audits what it reads in the
+# same round trip (`WITH event AS (INSERT ... SELECT ...)`, see features/patients/handlers.py):
+# the same row as record() writes.
+EVENT_INSERT = (
+    "INSERT INTO audit_events "
+    "(id, user_id, user_role, action, outcome, patient_id, request_id, detail)"
+)
+
+
+def current_request_id() -> str | None:
+    return structlog.contextvars.get_contextvars().get("request_id")
+
 
 async def record(
     session: AsyncSession,
@@ -36,7 +48,7 @@ async def record(
             patient_id=patient_id,
             resource_type=resource_type,
             resource_id=str(resource_id) if resource_id is not None else None,
-            request_id=structlog.contextvars.get_contextvars().get("request_id"),
+            request_id=current_request_id(),
             detail=detail[:500] if detail else None,
         )
     )

@@ -40,24 +40,24 @@ def _principal(user: User) -> Principal:
     )
 
 
+_ACTIVE_PRINCIPAL = text(
+    "SELECT id, email, role, fhir_patient_id FROM active_principal(:user_id, :issued_at)"
+)
+
+
 async def load_principal(
     session: AsyncSession, user_id: uuid.UUID, issued_at: int
 ) -> Principal | None:
     """The active account behind a token issued at `issued_at` (epoch seconds), or None.
 
-    Runs on every authenticated request: one narrow Core query, no ORM object.
+    Runs on every authenticated request. The rule (active, and no password change since the
+    token was issued) is the SQL function `active_principal` (migration 0010), which
+    single-statement reads use as well.
     """
     row = (
-        await session.execute(
-            select(
-                User.id, User.email, User.role, User.fhir_patient_id, User.password_changed_at
-            ).where(User.id == user_id, User.is_active)
-        )
+        await session.execute(_ACTIVE_PRINCIPAL, {"user_id": user_id, "issued_at": issued_at})
     ).first()
     if row is None:
-        return None
-    # JWT times are whole seconds: a token from the second of the change still passes.
-    if row.password_changed_at and int(row.password_changed_at.timestamp()) > issued_at:
         return None
     return Principal(
         id=row.id, email=row.email, role=Role(row.role), fhir_patient_id=row.fhir_patient_id

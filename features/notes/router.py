@@ -47,7 +47,7 @@ NOTE_REQUEST_BODY: dict[str, Any] = {
 }
 
 
-def note_filters(
+async def note_filters(
     note_type: NoteType | None = None,
     taken_after: Annotated[AwareDatetime | None, Query(description="Taken at or after.")] = None,
     taken_before: Annotated[

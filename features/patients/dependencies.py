@@ -5,27 +5,25 @@ from fastapi import Depends, Query
 
 from app.db import SessionDep
 from app.errors import Forbidden, UnprocessableContent
-from app.security import CurrentUser, Principal, Role
+from app.security import CurrentUser, Principal
 from features.audit import handlers as audit
 from features.audit.schemas import Outcome
 from features.patients import handlers
 from features.patients.models import Patient
 from features.patients.schemas import SORTABLE_FIELDS, parse_sort
 
-CARE_TEAM_ROLES = frozenset({Role.ADMIN, Role.CLINICIAN})
-
 
 async def care_team_member(session: SessionDep, user: CurrentUser) -> Principal:
     """Admins and clinicians only; a refusal is audited (and the audit event kept)."""
-    if user.role not in CARE_TEAM_ROLES:
+    if user.role not in handlers.CARE_TEAM_ROLES:
         await audit.record(
             session,
             actor=user,
             action="patient.access",
             outcome=Outcome.DENIED,
-            detail=f"role {user.role} may not use the patient registry",
+            detail=handlers.NOT_CARE_TEAM_DETAIL % user.role,
         )
-        raise Forbidden("The patient registry is for clinicians and admins.", keep_changes=True)
+        raise Forbidden(handlers.CARE_TEAM_ONLY, keep_changes=True)
     return user
 
 

@@ -371,9 +371,7 @@ async def test_a_file_over_csv_max_bytes_is_413_while_it_streams(database_url):
     finally:
         async with small.state.runtime.sessionmaker() as session, session.begin():
             await session.execute(delete(User).where(User.id == user.id))
-        await small.state.runtime.engine.dispose()
-        await small.state.runtime.llm.aclose()
-        await small.state.runtime.fhir.aclose()
+        await small.state.runtime.aclose()
     assert response.status_code == 413
     assert sent < 10_000
 

@@ -344,6 +344,5 @@ async def _runtime_checks(settings) -> dict:
     from app.main import build_runtime
 
     runtime = await build_runtime(settings, settings.database_url)
-    await runtime.engine.dispose()
-    await runtime.llm.aclose()
+    await runtime.aclose()
     return runtime.readiness_checks

@@ -119,12 +119,12 @@ async def test_credentials_in_the_address_are_moved_out_of_it(openmrs):
         await client.check()
 
 
-def test_the_dependency_is_the_runtimes_client():
+async def test_the_dependency_is_the_runtimes_client():
     client = OpenMRSClient(None, username=None, password=None)
     request = SimpleNamespace(
         app=SimpleNamespace(state=SimpleNamespace(runtime=SimpleNamespace(openmrs=client)))
     )
-    assert get_openmrs_client(request) is client
+    assert await get_openmrs_client(request) is client
 
 
 def test_obs_times_are_sent_as_openmrs_documents_them():

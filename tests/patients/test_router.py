@@ -303,3 +303,93 @@ async def test_a_page_past_the_end_is_empty_but_keeps_the_total(client, create, 
     assert response.status_code == 200
     assert response.json()["items"] == []
     assert response.json()["total"] == 3
+
+
+# GET /patients/{id} checks the account, reads and audits in one statement; the other routes
+# go through the dependency chain. Both must answer alike.
+async def _invalidate(session, user, how: str) -> None:
+    from datetime import UTC, datetime
+    from datetime import timedelta as seconds
+
+    from sqlalchemy import delete, update
+
+    from features.auth.models import User
+
+    if how == "disabled":
+        statement = update(User).where(User.id == user.id).values(is_active=False)
+    elif how == "deleted":
+        statement = delete(User).where(User.id == user.id)
+    else:  # its password changed after the token was issued
+        later = datetime.now(UTC) + seconds(seconds=5)
+        statement = update(User).where(User.id == user.id).values(password_changed_at=later)
+    await session.execute(statement)
+    await session.commit()
+
+
+def _problem(response) -> dict:
+    return {k: v for k, v in response.json().items() if k != "instance"}
+
+
+@pytest.mark.parametrize("how", ["disabled", "deleted", "password changed"])
+async def test_a_token_whose_account_is_no_longer_valid_reads_no_patient(
+    client, make_user, create, session, admin, how
+):
+    patient = await create()
+    user = await make_user(Role.CLINICIAN)
+    url = f"/patients/{patient['id']}"
+    assert (await client.get(url, headers=user.headers)).status_code == 200
+    await _invalidate(session, user, how)
+
+    read = await client.get(url, headers=user.headers)
+    listing = await client.get("/patients", headers=user.headers)
+    assert read.status_code == listing.status_code == 401
+    assert _problem(read) == _problem(listing)
+    assert read.headers["www-authenticate"] == "Bearer"
+    assert read.headers["content-type"] == PROBLEM
+    trail = await client.get(
+        "/audit-events", params={"user_id": str(user.id)}, headers=admin.headers
+    )
+    assert [e["outcome"] for e in trail.json()["items"]] == ["success"]  # only the first read
+
+
+async def test_a_refused_read_is_the_same_problem_and_audit_as_elsewhere(
+    client, make_user, create, admin
+):
+    patient = await create()
+    user = await make_user(Role.PATIENT)
+    read = await client.get(f"/patients/{patient['id']}", headers=user.headers)
+    listing = await client.get("/patients", headers=user.headers)
+    assert read.status_code == listing.status_code == 403
+    assert _problem(read) == _problem(listing)
+    trail = await client.get(
+        "/audit-events", params={"user_id": str(user.id)}, headers=admin.headers
+    )
+    events = trail.json()["items"]
+    assert len(events) == 2
+    assert {(e["action"], e["outcome"], e["patient_id"], e["detail"]) for e in events} == {
+        ("patient.access", "denied", None, "role patient may not use the patient registry")
+    }
+
+
+async def test_a_read_answers_as_the_schema_and_audits_once(client, create, admin, clinician):
+    patient = await create()
+    response = await client.get(
+        f"/patients/{patient['id']}", headers={**clinician.headers, "X-Request-ID": "read-1"}
+    )
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    assert response.json() == patient
+    assert response.headers["etag"] == f'"{patient["version"]}"'
+    trail = await client.get(
+        "/audit-events", params={"patient_id": patient["id"]}, headers=admin.headers
+    )
+    reads = [e for e in trail.json()["items"] if e["action"] == "patient.read"]
+    assert [(e["outcome"], e["user_id"], e["user_role"], e["request_id"]) for e in reads] == [
+        ("success", str(clinician.id), "clinician", "read-1")
+    ]
+
+
+async def test_a_malformed_patient_id_is_422_naming_it(client, clinician):
+    response = await client.get("/patients/not-a-uuid", headers=clinician.headers)
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["loc"] == ["path", "patient_id"]
