@@ -25,11 +25,12 @@ from features.tm2_ingest import tasks as tm2_tasks
 from features.tm2_ingest.router import legacy_router as tm2_legacy_router
 from features.tm2_ingest.router import router as tm2_router
 
+# Requests are matched against the routes in this order: the busiest first.
 ROUTERS = [
+    patients_router,
     auth_router,
     auth_legacy_router,
     users_router,
-    patients_router,
     notes_router,
     summaries_router,
     fhir_router,

@@ -1,8 +1,8 @@
 """Pure ASGI middleware: request id, access log and metrics, body size limit, security headers."""
 
 import re
+import secrets
 import time
-import uuid
 from collections.abc import Sequence
 
 import structlog
@@ -59,7 +59,7 @@ class RequestContextMiddleware:
                 if _VALID_REQUEST_ID.match(candidate):
                     request_id = candidate
                 break
-        request_id = request_id or uuid.uuid4().hex
+        request_id = request_id or secrets.token_hex(16)
         scope.setdefault("state", {})["request_id"] = request_id
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=request_id)
@@ -127,6 +127,7 @@ class BodySizeLimitMiddleware:
             await self.app(scope, receive, send)
             return
         limit = self._limit_for(scope["path"])
+        chunked = False
         for key, value in scope["headers"]:
             if key == b"content-length":
                 try:
@@ -136,7 +137,12 @@ class BodySizeLimitMiddleware:
                 if declared > limit:
                     await _too_large(limit)(scope, receive, send)
                     return
-                break
+            elif key == b"transfer-encoding":
+                chunked = True
+        if not chunked:
+            # No body, or one whose declared length the server enforces: nothing to count.
+            await self.app(scope, receive, send)
+            return
 
         received = 0
         response_started = False
