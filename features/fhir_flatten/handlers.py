@@ -28,7 +28,14 @@ def builtin_definitions() -> dict[str, dict[str, Any]]:
 
 
 async def ensure_builtin_views(session: AsyncSession) -> list[str]:
-    """Register the built-in views whose definition is new or changed; refill their tables."""
+    """Register the built-in views whose definition is new or changed; refill their tables.
+
+    Processes that start together (the API and its workers) take turns, until the end of
+    their transactions: otherwise two of them create the same new table at once and one fails.
+    """
+    await session.execute(
+        text("SELECT pg_advisory_xact_lock(hashtext('fhir_flatten.ensure_builtin_views'))")
+    )
     stored = {
         row.name: row.definition
         for row in await session.execute(

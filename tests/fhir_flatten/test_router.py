@@ -469,3 +469,30 @@ async def test_run_over_the_stored_resources_page_by_page(client, views, analyst
     )
     assert refused.status_code == 422
     assert "not a boolean" in refused.json()["detail"]
+
+
+async def test_processes_starting_together_register_the_builtin_views_once(server_url, settings):
+    import asyncio
+
+    from app.db import create_engine, create_sessionmaker
+
+    name = f"clinical_views_race_{os.getpid()}"
+    url = await asyncio.to_thread(create_database, server_url, name)
+    engines = [create_engine(url, settings) for _ in range(3)]
+    try:
+
+        async def start_up(engine) -> list[str]:
+            async with create_sessionmaker(engine)() as session, session.begin():
+                return await handlers.ensure_builtin_views(session)
+
+        results = await asyncio.gather(*(start_up(engine) for engine in engines))
+        assert sorted(len(changed) for changed in results) == [0, 0, 9]
+        async with engines[0].connect() as connection:
+            tables = await connection.scalar(
+                text("SELECT count(*) FROM pg_tables WHERE tablename LIKE 'flat\\_%'")
+            )
+        assert tables == 9
+    finally:
+        for engine in engines:
+            await engine.dispose()
+        await asyncio.to_thread(drop_database, server_url, name)
