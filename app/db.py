@@ -162,13 +162,15 @@ def create_sessionmaker(bind) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(bind=bind, expire_on_commit=False, autoflush=False)
 
 
-async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    """One unit of work per request: commit when it succeeds, roll back when it fails.
+@contextlib.asynccontextmanager
+async def unit_of_work(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> AsyncIterator[AsyncSession]:
+    """A session that commits when the block succeeds and rolls back when it fails.
 
     An AppError raised with `keep_changes=True` (a failed login that must be counted, a
-    denial that must be audited) still commits what the request wrote before it.
+    denial that must be audited) still commits what was written before it.
     """
-    sessionmaker: async_sessionmaker[AsyncSession] = request.app.state.runtime.sessionmaker
     async with sessionmaker() as session:
         try:
             yield session
@@ -183,6 +185,20 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
             raise
         else:
             await session.commit()
+
+
+async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """One unit of work per request (see unit_of_work)."""
+    async with unit_of_work(request.app.state.runtime.sessionmaker) as session:
+        yield session
+
+
+async def get_sessionmaker(request: Request) -> async_sessionmaker[AsyncSession]:
+    return request.app.state.runtime.sessionmaker
+
+
+# For the few routes that open a session only when they need one (use it with unit_of_work).
+SessionmakerDep = Annotated[async_sessionmaker[AsyncSession], Depends(get_sessionmaker)]
 
 
 # scope="function": commit before the response is sent, so a failed commit is never a 2xx.

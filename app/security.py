@@ -19,6 +19,7 @@ from fastapi import Depends, Request
 from fastapi.security import OAuth2PasswordBearer
 from pwdlib import PasswordHash
 from pwdlib.hashers.argon2 import Argon2Hasher
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
 from app.db import SessionDep
@@ -153,15 +154,21 @@ async def get_token_claims(
 VerifiedToken = Annotated[TokenClaims, Depends(get_token_claims)]
 
 
-async def get_current_principal(
-    request: Request, session: SessionDep, token: VerifiedToken
-) -> Principal:
+async def load_principal(request: Request, session: AsyncSession, token: TokenClaims) -> Principal:
+    """The account behind a verified token; 401 when it is disabled, deleted or its password
+    changed since the token was issued."""
     runtime = request.app.state.runtime
     principal = await runtime.principal_loader(session, token.user_id, token.issued_at)
     if principal is None:
         raise Unauthorized(TOKEN_NO_LONGER_VALID)
     request.state.principal = principal
     return principal
+
+
+async def get_current_principal(
+    request: Request, session: SessionDep, token: VerifiedToken
+) -> Principal:
+    return await load_principal(request, session, token)
 
 
 CurrentUser = Annotated[Principal, Depends(get_current_principal)]

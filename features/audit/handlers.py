@@ -11,11 +11,11 @@ from features.audit.models import AuditEvent
 from features.audit.schemas import AuditEventRead, Outcome
 
 # The head of an insert of one event, for a single statement that audits what it reads in the
-# same round trip (`WITH event AS (INSERT ... SELECT ...)`, see features/patients/handlers.py):
+# same round trip (`WITH event AS (INSERT ... SELECT ...)`, see patients.audited_read_sql):
 # the same row as record() writes.
 EVENT_INSERT = (
     "INSERT INTO audit_events "
-    "(id, user_id, user_role, action, outcome, patient_id, request_id, detail)"
+    "(id, user_id, user_role, action, outcome, patient_id, resource_type, request_id, detail)"
 )
 
 

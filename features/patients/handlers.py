@@ -2,6 +2,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import date
 
+import asyncpg
 from sqlalchemy import ColumnElement, String, func, literal, literal_column, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -64,11 +65,28 @@ async def get_patient(
     return patient
 
 
-# GET /patients/{id} in one statement and one round trip: the account behind the token
-# (active_principal, the rule the auth feature keeps), the care-team check, the patient and
-# its audit event, with the same outcomes as the dependency chain of the other routes (401,
-# 403 audited as denied, 404 audited as not found). No row: the account is not valid.
-_READ_AUDITED = f"""
+def audited_read_sql(
+    action: str,
+    *,
+    resource_type: str | None = None,
+    more: str = "",
+    also_select: str = "",
+    audit_success_if: str = "true",
+    success_detail: str = "NULL",
+) -> str:
+    """One statement, one round trip: a read of a patient's data for the bearer of a token,
+    with the same checks, outcomes and audit events as the dependency chain of other routes.
+
+    It checks the account (SQL function `active_principal`, the auth feature's rule) and the
+    care-team role, reads the patient (`found`) and writes the audit event: `action` on
+    success or a miss (not found), `patient.access` denied for other roles. Parameters: $1
+    the user id, $2 the token's issue time, $3 the patient id, $4 the request id, $5 the
+    care-team roles, $6 the denial's detail template; `more` adds CTEs after `found` (with
+    parameters from $7), `also_select` columns of the result, and `audit_success_if` a
+    condition for auditing a success (a read that is finished elsewhere audits itself there).
+    Run it with run_audited_read().
+    """
+    return f"""
 WITH principal AS (
     SELECT id, role, role = ANY($5::text[]) AS care_team
     FROM active_principal($1, $2)
@@ -77,34 +95,39 @@ WITH principal AS (
            p.created_at, p.updated_at
     FROM patients p
     WHERE p.id = $3 AND (SELECT care_team FROM principal)
-), event AS (
+){more}, event AS (
     {audit.EVENT_INSERT}
     SELECT gen_random_uuid(), principal.id, principal.role,
-           CASE WHEN care_team THEN 'patient.read' ELSE 'patient.access' END,
+           CASE WHEN care_team THEN '{action}' ELSE 'patient.access' END,
            CASE WHEN NOT care_team THEN '{Outcome.DENIED}'
                 WHEN EXISTS (SELECT FROM found) THEN '{Outcome.SUCCESS}'
                 ELSE '{Outcome.NOT_FOUND}' END,
            CASE WHEN care_team THEN $3 END,
+           CASE WHEN care_team THEN {f"'{resource_type}'" if resource_type else "NULL"} END,
            $4,
-           CASE WHEN NOT care_team THEN format($6, principal.role) END
+           CASE WHEN NOT care_team THEN format($6, principal.role)
+                WHEN EXISTS (SELECT FROM found) THEN {success_detail} END
     FROM principal
+    WHERE NOT care_team OR NOT EXISTS (SELECT FROM found) OR ({audit_success_if})
 )
-SELECT principal.role, principal.care_team, found.*
+SELECT principal.care_team, found.*{also_select}
 FROM principal LEFT JOIN found ON true
-"""  # noqa: S608 (only constants are formatted in; every value is a parameter)
+"""  # noqa: S608 (only the caller's constants are formatted in; values are parameters)
 
 
-async def read_patient(
-    db: DirectStatements, token: TokenClaims, patient_id: uuid.UUID
-) -> PatientRead:
+async def run_audited_read(
+    db: DirectStatements, sql: str, token: TokenClaims, patient_id: uuid.UUID, *more: object
+) -> asyncpg.Record:
+    """The row of an audited_read_sql() statement, or the 401, 403 or 404 it amounts to."""
     row = await db.fetchrow(
-        _READ_AUDITED,
+        sql,
         token.user_id,
         token.issued_at,
         patient_id,
         audit.current_request_id(),
         list(CARE_TEAM_ROLES),
         NOT_CARE_TEAM_DETAIL,
+        *more,
     )
     if row is None:
         raise Unauthorized(TOKEN_NO_LONGER_VALID)
@@ -112,6 +135,17 @@ async def read_patient(
         raise Forbidden(CARE_TEAM_ONLY)
     if row["id"] is None:
         raise NotFound(f"No patient with id {patient_id}.")
+    return row
+
+
+_READ_PATIENT = audited_read_sql("patient.read")
+
+
+async def read_patient(
+    db: DirectStatements, token: TokenClaims, patient_id: uuid.UUID
+) -> PatientRead:
+    """GET /patients/{id}, the busiest route: in one statement (see audited_read_sql)."""
+    row = await run_audited_read(db, _READ_PATIENT, token, patient_id)
     return PatientRead.model_validate(dict(row))
 
 

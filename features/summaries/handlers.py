@@ -5,12 +5,14 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 import structlog
-from sqlalchemy import Text, and_, cast, func, literal, select
+from sqlalchemy import Text, and_, cast, func, literal, literal_column, select
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.clients.llm import LLMClient, LLMError, LLMInvalidAnswer
-from app.security import Principal
+from app.db import DirectStatements
+from app.security import Principal, TokenClaims
 from features.audit import handlers as audit
 from features.notes import handlers as notes
 from features.patients import handlers as patients
@@ -41,13 +43,15 @@ def age_on(birth_date: date, today: date) -> int:
     )
 
 
-def _patient_block(patient: Any) -> tuple[SummaryPatient, str]:
+def _patient_block(
+    *, given_name: str, family_name: str, birth_date: date, sex: str, mrn: str, **_: Any
+) -> tuple[SummaryPatient, str]:
     block = SummaryPatient(
-        name=f"{patient.given_name} {patient.family_name}",
-        age=age_on(patient.birth_date, datetime.now(UTC).date()),
-        sex=patient.sex,
-        mrn=patient.mrn,
-        birth_date=patient.birth_date,
+        name=f"{given_name} {family_name}",
+        age=age_on(birth_date, datetime.now(UTC).date()),
+        sex=sex,
+        mrn=mrn,
+        birth_date=birth_date,
     )
     heading = (
         f"{block.name}, {block.age} y, {block.sex}, MRN {block.mrn}, "
@@ -225,7 +229,13 @@ async def summarise_patient(
     Text, not a model: a cached summary goes from the database to the client without being
     parsed, validated and serialised again (it was validated once, when it was made)."""
     patient = await patients.get_patient(session, actor, patient_id, audited_action="summary.read")
-    block, heading = _patient_block(patient)
+    block, heading = _patient_block(
+        given_name=patient.given_name,
+        family_name=patient.family_name,
+        birth_date=patient.birth_date,
+        sex=patient.sex,
+        mrn=patient.mrn,
+    )
     options_key = _options_key(audience, length, since)
     fingerprint, body_json = await _cached(
         session, patient_id, options_key, _generator_id(llm), refresh=refresh
@@ -255,18 +265,72 @@ async def summarise_patient(
         action="summary.read",
         patient_id=patient_id,
         resource_type="Summary",
-        detail=f"{audience}/{length}; cached={cached}",
+        detail=_audit_detail(audience, length, cached=cached),
     )
     head = SummaryHead(
-        patient=block,
-        heading=heading,
-        audience=audience,
-        length=length,
-        since=since,
-        cached=cached,
+        patient=block, heading=heading, audience=audience, length=length, since=since, cached=cached
     )
-    # Two JSON objects made one: {head...} + {body...} -> {head..., body...}.
+    return _joined(head, body_json)
+
+
+def _audit_detail(audience: Audience, length: Length, *, cached: bool) -> str:
+    return f"{audience}/{length}; cached={cached}"
+
+
+def _joined(head: SummaryHead, body_json: str) -> str:
+    """Two JSON objects made one: {head...} + {body...} -> {head..., body...}."""
     return head.model_dump_json()[:-1] + "," + body_json.lstrip()[1:]
+
+
+# A cached summary in one statement and one round trip (see patients.audited_read_sql): the
+# account, the care-team check, the patient, the cached summary if it was made from the notes
+# as they are now, and, when it was, the audit event. A miss is audited where it is made.
+_NOTES_VERSION = notes.notes_version(literal_column("$3")).compile(
+    dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}
+)
+_READ_CACHED = patients.audited_read_sql(
+    "summary.read",
+    resource_type="Summary",
+    more=f""", cached AS (
+    SELECT s.body::text AS body
+    FROM patient_summaries s
+    WHERE s.patient_id = $3 AND s.options_key = $7::text AND EXISTS (SELECT FROM found)
+      AND s.notes_fingerprint = $8::text || '|' || {_NOTES_VERSION}
+)""",  # noqa: S608 (a compiled constant; values are parameters)
+    also_select=", (SELECT body FROM cached) AS cached_body",
+    audit_success_if="EXISTS (SELECT FROM cached)",
+    success_detail="$9::text",
+)
+
+
+async def cached_summary(
+    db: DirectStatements,
+    token: TokenClaims,
+    llm: LLMClient,
+    patient_id: uuid.UUID,
+    *,
+    audience: Audience,
+    length: Length,
+    since: datetime | None,
+) -> str | None:
+    """The cached summary as `SummaryRead` JSON text, or None when there is none to reuse
+    (summarise_patient() then makes one). 401, 403 and 404 as every route."""
+    row = await patients.run_audited_read(
+        db,
+        _READ_CACHED,
+        token,
+        patient_id,
+        _options_key(audience, length, since),
+        _generator_id(llm),
+        _audit_detail(audience, length, cached=True),
+    )
+    if row["cached_body"] is None:
+        return None
+    block, heading = _patient_block(**row)
+    head = SummaryHead(
+        patient=block, heading=heading, audience=audience, length=length, since=since, cached=True
+    )
+    return _joined(head, row["cached_body"])
 
 
 async def _store(

@@ -1,14 +1,14 @@
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 from pydantic import AwareDatetime
 
 from app.clients.llm import LLMDep
-from app.db import SessionDep
+from app.db import DirectStatementsDep, SessionmakerDep, unit_of_work
 from app.errors import problem_responses
-from app.security import SettingsDep
-from features.patients.dependencies import CareTeamMember
+from app.security import SettingsDep, VerifiedToken, load_principal
+from features.patients.dependencies import care_team_member
 from features.summaries import handlers
 from features.summaries.schemas import Audience, Length, SummaryRead
 
@@ -26,9 +26,11 @@ router = APIRouter(tags=["summaries"])
     responses=problem_responses(401, 403, 404),
 )
 async def get_summary(
-    session: SessionDep,
+    request: Request,
+    db: DirectStatementsDep,
+    token: VerifiedToken,
+    sessions: SessionmakerDep,
     settings: SettingsDep,
-    user: CareTeamMember,
     llm: LLMDep,
     patient_id: uuid.UUID,
     audience: Audience = "clinician",
@@ -39,15 +41,24 @@ async def get_summary(
     ] = None,
     refresh: Annotated[bool, Query(description="Ignore the cached summary.")] = False,
 ) -> Response:
-    summary_json = await handlers.summarise_patient(
-        session,
-        user,
-        llm,
-        patient_id,
-        audience=audience,
-        length=length,
-        since=since,
-        refresh=refresh,
-        max_input_tokens=settings.llm_max_input_tokens,
-    )
-    return Response(summary_json, media_type="application/json")
+    # Most requests end here, in one statement; only a summary to be made needs a session.
+    if not refresh:
+        cached = await handlers.cached_summary(
+            db, token, llm, patient_id, audience=audience, length=length, since=since
+        )
+        if cached is not None:
+            return Response(cached, media_type="application/json")
+    async with unit_of_work(sessions) as session:
+        user = await care_team_member(session, await load_principal(request, session, token))
+        made = await handlers.summarise_patient(
+            session,
+            user,
+            llm,
+            patient_id,
+            audience=audience,
+            length=length,
+            since=since,
+            refresh=refresh,
+            max_input_tokens=settings.llm_max_input_tokens,
+        )
+    return Response(made, media_type="application/json")

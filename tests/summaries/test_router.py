@@ -200,6 +200,57 @@ async def test_summaries_are_for_the_care_team_and_known_patients(client, make_u
     assert ["query", "since"] in [error["loc"] for error in naive.json()["errors"]]
 
 
+async def test_each_summary_request_is_audited_once_cached_or_not(
+    client, clinician, admin, make_user, patient, two_notes
+):
+    url = summary_url(patient)
+    made = await client.get(url, headers=clinician.headers)
+    reused = await client.get(url, headers={**clinician.headers, "X-Request-ID": "again"})
+    assert (made.json()["cached"], reused.json()["cached"]) == (False, True)
+    assert {**made.json(), "cached": True} == reused.json()
+    assert reused.headers["content-type"] == "application/json"
+    missing = uuid.uuid4()
+    assert (
+        await client.get(f"/patients/{missing}/summary", headers=clinician.headers)
+    ).status_code == 404
+    patient_user = await make_user(Role.PATIENT)
+    assert (await client.get(url, headers=patient_user.headers)).status_code == 403
+
+    async def trail(**params):
+        response = await client.get("/audit-events", params=params, headers=admin.headers)
+        return [
+            (e["action"], e["outcome"], e["resource_type"], e["detail"], e["request_id"])
+            for e in reversed(response.json()["items"])
+        ]
+
+    reads = [e for e in await trail(patient_id=patient["id"]) if e[0] == "summary.read"]
+    assert [e[:4] for e in reads] == [
+        ("summary.read", "success", "Summary", "clinician/standard; cached=False"),
+        ("summary.read", "success", "Summary", "clinician/standard; cached=True"),
+    ]
+    assert reads[1][4] == "again"
+    assert [e[:2] for e in await trail(patient_id=str(missing))] == [("summary.read", "not_found")]
+    assert [e[:2] for e in await trail(user_id=str(patient_user.id))] == [
+        ("patient.access", "denied")
+    ]
+
+
+async def test_a_disabled_accounts_token_gets_no_summary_cached_or_not(
+    client, clinician, admin, make_user, patient, two_notes
+):
+    user = await make_user(Role.CLINICIAN)
+    assert (await client.get(summary_url(patient), headers=user.headers)).status_code == 200
+    assert (await client.get(summary_url(patient), headers=user.headers)).json()["cached"]
+    disabled = await client.put(
+        f"/users/{user.id}", json={"is_active": False}, headers=admin.headers
+    )
+    assert disabled.status_code == 200
+    for params in ({}, {"refresh": "true"}):
+        response = await client.get(summary_url(patient), params=params, headers=user.headers)
+        assert response.status_code == 401
+        assert response.headers["www-authenticate"] == "Bearer"
+
+
 # --- with an LLM ----------------------------------------------------------------------------
 
 
