@@ -333,16 +333,15 @@ async def test_credentials_are_sent(scripted):
 
 
 async def test_readiness_checks_the_fhir_server_only_when_one_is_configured(settings):
-    assert "fhir" not in (await _runtime_checks(settings))
-    dead = settings.model_copy(update={"fhir_base_url": f"http://127.0.0.1:{free_port()}/fhir"})
-    checks = await _runtime_checks(dead)
-    with pytest.raises(FHIRUnavailable):
-        await checks["fhir"]()
-
-
-async def _runtime_checks(settings) -> dict:
     from app.main import build_runtime
 
     runtime = await build_runtime(settings, settings.database_url)
     await runtime.aclose()
-    return runtime.readiness_checks
+    assert "fhir" not in runtime.readiness_checks
+    dead = settings.model_copy(update={"fhir_base_url": f"http://127.0.0.1:{free_port()}/fhir"})
+    runtime = await build_runtime(dead, settings.database_url)
+    try:
+        with pytest.raises(FHIRUnavailable):
+            await runtime.readiness_checks["fhir"]()
+    finally:
+        await runtime.aclose()
