@@ -7,6 +7,8 @@ and no identifiers), method and status class. Probes and scrapes are not counted
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 
 UNCOUNTED_ROUTES = frozenset({"/metrics", "/health", "/ready"})
+# Any other method a client sends is counted as OTHER: labels must stay a bounded set.
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 REQUESTS = Counter(
     "http_requests",
@@ -28,6 +30,8 @@ _children: dict[tuple[str, str, int], tuple] = {}
 def observe(handler: str, method: str, status: int, seconds: float) -> None:
     if handler in UNCOUNTED_ROUTES:
         return
+    if method not in KNOWN_METHODS:
+        method = "OTHER"
     key = (handler, method, status // 100)
     children = _children.get(key)
     if children is None:

@@ -161,7 +161,6 @@ async def load_principal(request: Request, session: AsyncSession, token: TokenCl
     principal = await runtime.principal_loader(session, token.user_id, token.issued_at)
     if principal is None:
         raise Unauthorized(TOKEN_NO_LONGER_VALID)
-    request.state.principal = principal
     return principal
 
 

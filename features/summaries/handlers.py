@@ -5,7 +5,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 import structlog
-from sqlalchemy import Text, and_, cast, func, literal, literal_column, select
+from sqlalchemy import ColumnElement, Text, and_, cast, func, literal, literal_column, select
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -75,9 +75,7 @@ async def _cached(
     """(the fingerprint of what a summary would be made from now: the generator and the
     version of the patient's notes; the cached summary's JSON if one was made from exactly
     that), in one round trip."""
-    fingerprint = func.concat(generator_id, "|", notes.notes_version(patient_id)).label(
-        "fingerprint"
-    )
+    fingerprint = _fingerprint(generator_id, patient_id).label("fingerprint")
     # MATERIALIZED: computed once, not once per use.
     current = select(fingerprint).cte("current").prefix_with("MATERIALIZED")
     query = select(
@@ -93,6 +91,11 @@ async def _cached(
     )
     row = (await session.execute(query.select_from(current))).one()
     return row[0], row[1]
+
+
+def _fingerprint(generator_id: Any, patient_id: Any) -> ColumnElement[str]:
+    """What a summary is made from: its generator and the version of the patient's notes."""
+    return func.concat(generator_id, "|", notes.notes_version(patient_id))
 
 
 def _generator_id(llm: LLMClient) -> str:
@@ -285,7 +288,7 @@ def _joined(head: SummaryHead, body_json: str) -> str:
 # A cached summary in one statement and one round trip (see patients.audited_read_sql): the
 # account, the care-team check, the patient, the cached summary if it was made from the notes
 # as they are now, and, when it was, the audit event. A miss is audited where it is made.
-_NOTES_VERSION = notes.notes_version(literal_column("$3")).compile(
+_FINGERPRINT = _fingerprint(literal_column("$8::text"), literal_column("$3")).compile(
     dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}
 )
 _READ_CACHED = patients.audited_read_sql(
@@ -295,7 +298,7 @@ _READ_CACHED = patients.audited_read_sql(
     SELECT s.body::text AS body
     FROM patient_summaries s
     WHERE s.patient_id = $3 AND s.options_key = $7::text AND EXISTS (SELECT FROM found)
-      AND s.notes_fingerprint = $8::text || '|' || {_NOTES_VERSION}
+      AND s.notes_fingerprint = {_FINGERPRINT}
 )""",  # noqa: S608 (a compiled constant; values are parameters)
     also_select=", (SELECT body FROM cached) AS cached_body",
     audit_success_if="EXISTS (SELECT FROM cached)",

@@ -56,6 +56,36 @@ async def test_denials_and_misses_are_audited_even_though_the_request_fails(
     assert [(e["action"], e["outcome"]) for e in not_found] == [("patient.read", "not_found")]
 
 
+async def test_events_written_in_one_statement_and_through_the_session_agree(
+    client, admin, clinician
+):
+    """A read writes its event in the same SQL statement (audit.EVENT_INSERT); a change goes
+    through audit.record(). The trail cannot tell them apart."""
+    created = await client.post(
+        "/patients",
+        json=patient_body(given_name="Ada", family_name="Same", birth_date="1980-01-01"),
+        headers={**clinician.headers, "X-Request-ID": "via-session"},
+    )
+    patient_id = created.json()["id"]
+    read = await client.get(
+        f"/patients/{patient_id}", headers={**clinician.headers, "X-Request-ID": "via-statement"}
+    )
+    assert read.status_code == 200
+
+    trail = await events(client, admin, patient_id=patient_id)
+    by_request = {e["request_id"]: e for e in trail}
+    written, statement = by_request["via-session"], by_request["via-statement"]
+    assert (written["action"], statement["action"]) == ("patient.create", "patient.read")
+    for event in (written, statement):
+        assert event["user_id"] == str(clinician.id)
+        assert event["user_role"] == "clinician"
+        assert event["outcome"] == "success"
+        assert event["patient_id"] == patient_id
+        assert event["resource_type"] is None and event["detail"] is None
+    assert written["occurred_at"] < statement["occurred_at"]
+    assert set(written) == set(statement)
+
+
 async def test_logins_are_audited_with_their_outcome(client, admin, clinician):
     await client.post("/auth/login", json={"email": clinician.email, "password": "wrong-pass"})
     await client.post(

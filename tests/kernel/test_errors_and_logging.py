@@ -147,6 +147,14 @@ async def test_metrics_count_requests_by_route_template_method_and_status_class(
     assert 'handler="/health"' not in after and 'handler="/metrics"' not in after
 
 
+async def test_metrics_count_unknown_methods_under_one_label(client):
+    for method in ("BREW", "PROPFIND", "X-RANDOM-1"):
+        await client.request(method, "/patients")
+    text = (await client.get("/metrics")).text
+    assert 'method="OTHER"' in text
+    assert "BREW" not in text and "PROPFIND" not in text and "X-RANDOM-1" not in text
+
+
 async def test_every_dependency_runs_on_the_event_loop(app):
     """FastAPI runs a plain `def` dependency in its thread pool: a thread hop per request
     (about 0.1 ms each) for what is usually an attribute lookup. Dependencies are async."""

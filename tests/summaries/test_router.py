@@ -235,6 +235,22 @@ async def test_each_summary_request_is_audited_once_cached_or_not(
     ]
 
 
+async def test_a_cached_summary_is_served_without_a_session(
+    app, client, clinician, patient, two_notes, monkeypatch
+):
+    """The one-statement read finds what the session path stored (same fingerprint)."""
+    made = await client.get(summary_url(patient), headers=clinician.headers)
+    assert made.json()["cached"] is False
+
+    def no_session(*args, **kwargs):
+        raise AssertionError("a cached summary opened a session")
+
+    monkeypatch.setattr(app.state.runtime, "sessionmaker", no_session)
+    reused = await client.get(summary_url(patient), headers=clinician.headers)
+    assert reused.status_code == 200, reused.text
+    assert reused.json()["cached"] is True
+
+
 async def test_a_disabled_accounts_token_gets_no_summary_cached_or_not(
     client, clinician, admin, make_user, patient, two_notes
 ):
