@@ -147,6 +147,9 @@ class DirectStatements:
     async def fetchrow(self, query: str, *args: object) -> asyncpg.Record | None:
         return await self._pool.fetchrow(query, *args)
 
+    async def fetch(self, query: str, *args: object) -> list[asyncpg.Record]:
+        return await self._pool.fetch(query, *args)
+
     async def close(self) -> None:
         await self._pool.close()
 

@@ -147,6 +147,10 @@ class DirectStatementsInTransaction(DirectStatements):
         async with self._connection.transaction():
             return await self._connection.fetchrow(query, *args)
 
+    async def fetch(self, query: str, *args: object) -> list[asyncpg.Record]:
+        async with self._connection.transaction():
+            return await self._connection.fetch(query, *args)
+
     async def close(self) -> None:
         pass
 

@@ -1,9 +1,9 @@
 import uuid
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import date
+from functools import lru_cache
 
 import asyncpg
-from sqlalchemy import ColumnElement, String, func, literal, literal_column, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.exc import StaleDataError
@@ -15,9 +15,8 @@ from app.security import TOKEN_NO_LONGER_VALID, Principal, Role, TokenClaims
 from features.audit import handlers as audit
 from features.audit.schemas import Outcome
 from features.patients.models import FULL_NAME_SQL, Patient
-from features.patients.schemas import PatientCreate, PatientRead, PatientUpdate
+from features.patients.schemas import SORTABLE_FIELDS, PatientCreate, PatientRead, PatientUpdate
 
-FULL_NAME = literal_column(FULL_NAME_SQL)
 CARE_TEAM_ROLES = frozenset({Role.ADMIN, Role.CLINICIAN})
 CARE_TEAM_ONLY = "The patient registry is for clinicians and admins."
 # The audited detail of a refusal, for Python's % and PostgreSQL's format() alike.
@@ -149,68 +148,113 @@ async def read_patient(
     return PatientRead.model_validate(dict(row))
 
 
-def _escape_like(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+_PATIENT_COLUMNS = (
+    "p.id, p.mrn, p.given_name, p.family_name, p.birth_date, p.sex, p.version, "
+    "p.created_at, p.updated_at"
+)
+# The search's fixed parameters; the filters' values follow from $8.
+_SEARCH_FIXED_PARAMETERS = 7
+_FILTER_CONDITIONS = {
+    "mrn": "p.mrn = {}",
+    "birth_date": "p.birth_date = {}",
+    "born_after": "p.birth_date > {}",
+    "born_before": "p.birth_date < {}",
+}
+# A text as an ILIKE pattern matching it literally: \, % and _ escaped (\ is ILIKE's escape).
+_LIKE_ESCAPED = r"replace(replace(replace({}, '\', '\\'), '%', '\%'), '_', '\_')"
 
 
-def _filter_conditions(filters: PatientFilters) -> list[ColumnElement[bool]]:
-    conditions: list[ColumnElement[bool]] = []
-    if filters.q:
-        conditions.append(
-            or_(
-                # word_similarity over the trigram index; the threshold is a connection setting.
-                literal(filters.q, String).op("<%")(FULL_NAME),
-                FULL_NAME.ilike(f"%{_escape_like(filters.q)}%", escape="\\"),
+@lru_cache(maxsize=256)
+def search_sql(filters_given: tuple[str, ...], sort: tuple[tuple[str, bool], ...]) -> str:
+    """One statement, one round trip: a page of the patient search for the bearer of a token,
+    with its total and its audit event, checked and audited as audited_read_sql() does.
+
+    Parameters: $1 the user id, $2 the token's issue time, $3 the care-team roles, $4 the
+    request id, $5 the denial's detail template, $6 the offset, $7 the page size, and from
+    $8 the values of `filters_given` (names of PatientFilters fields) in that order. `sort`
+    holds (column, descending) pairs of SORTABLE_FIELDS. One row per patient of the page, or
+    one row with no patient when the page is empty; none when the token's account is gone.
+    """
+    conditions = ["(SELECT care_team FROM principal)"]
+    order = []
+    for number, name in enumerate(filters_given, start=_SEARCH_FIXED_PARAMETERS + 1):
+        value = f"${number}::{'text' if name in ('q', 'mrn') else 'date'}"
+        if name == "q":
+            # word_similarity over the trigram index (the threshold is a connection
+            # setting), or the text itself, matched literally.
+            conditions.append(
+                f"({value} <% {FULL_NAME_SQL} OR {FULL_NAME_SQL} ILIKE "
+                f"'%' || {_LIKE_ESCAPED.format(value)} || '%')"
             )
-        )
-    if filters.mrn:
-        conditions.append(Patient.mrn == filters.mrn)
-    if filters.birth_date:
-        conditions.append(Patient.birth_date == filters.birth_date)
-    if filters.born_after:
-        conditions.append(Patient.birth_date > filters.born_after)
-    if filters.born_before:
-        conditions.append(Patient.birth_date < filters.born_before)
-    return conditions
+            order.append(f"word_similarity({value}, {FULL_NAME_SQL}) DESC")
+        elif name in _FILTER_CONDITIONS:
+            conditions.append(_FILTER_CONDITIONS[name].format(value))
+        else:
+            raise ValueError(f"unknown filter {name!r}")
+    for name, descending in sort:
+        if name not in SORTABLE_FIELDS:
+            raise ValueError(f"unknown sort field {name!r}")
+        order.append(f"p.{name} {'DESC' if descending else 'ASC'}")
+    order.append("p.id")  # a stable tie-break: paging never repeats or skips a row
+    where = " AND ".join(conditions)
+    return f"""
+WITH principal AS (
+    SELECT id, role, role = ANY($3::text[]) AS care_team
+    FROM active_principal($1, $2)
+), page AS (
+    SELECT {_PATIENT_COLUMNS}, count(*) OVER () AS matching
+    FROM patients p
+    WHERE {where}
+    ORDER BY {", ".join(order)}
+    OFFSET $6 LIMIT $7
+), counted AS (
+    SELECT CASE WHEN NOT care_team THEN NULL
+                WHEN EXISTS (SELECT FROM page) THEN (SELECT matching FROM page LIMIT 1)
+                WHEN $6 = 0 THEN 0
+                ELSE (SELECT count(*) FROM patients p WHERE {where})  -- past the last page
+           END AS total
+    FROM principal
+), event AS (
+    {audit.EVENT_INSERT}
+    SELECT gen_random_uuid(), principal.id, principal.role,
+           CASE WHEN care_team THEN 'patient.search' ELSE 'patient.access' END,
+           CASE WHEN care_team THEN '{Outcome.SUCCESS}' ELSE '{Outcome.DENIED}' END,
+           NULL, NULL, $4,
+           CASE WHEN care_team THEN counted.total || ' matching patients'
+                ELSE format($5, principal.role) END
+    FROM principal, counted
+)
+SELECT principal.care_team, counted.total, {_PATIENT_COLUMNS.replace("p.", "page.")}
+FROM principal CROSS JOIN counted LEFT JOIN page ON true
+"""  # noqa: S608 (only names checked above are formatted in; values are parameters)
 
 
 async def search_patients(
-    session: AsyncSession,
-    actor: Principal,
+    db: DirectStatements,
+    token: TokenClaims,
     filters: PatientFilters,
     sort: list[tuple[str, bool]],
     page: PageParams,
 ) -> Page[PatientRead]:
-    conditions = _filter_conditions(filters)
-    order = []
-    if filters.q:
-        order.append(func.word_similarity(literal(filters.q, String), FULL_NAME).desc())
-    for name, descending in sort:
-        column = getattr(Patient, name)
-        order.append(column.desc() if descending else column.asc())
-    order.append(Patient.id)  # a stable tie-break: paging never repeats or skips a row
-
-    # One query: the page and, beside each row, the number of matches.
-    rows = (
-        await session.execute(
-            select(*Patient.__table__.columns, func.count().over().label("total"))
-            .where(*conditions)
-            .order_by(*order)
-            .offset(page.offset)
-            .limit(page.page_size)
-        )
-    ).all()
-    if rows:
-        total = rows[0].total
-    elif page.offset == 0:
-        total = 0
-    else:  # past the last page: count on its own
-        total = await session.scalar(select(func.count()).select_from(Patient).where(*conditions))
-    items = [PatientRead.model_validate(dict(row._mapping)) for row in rows]
-    await audit.record(
-        session, actor=actor, action="patient.search", detail=f"{total} matching patients"
+    """GET /patients: in one statement (see search_sql)."""
+    given = {name: value for name, value in asdict(filters).items() if value is not None}
+    rows = await db.fetch(
+        search_sql(tuple(given), tuple(sort)),
+        token.user_id,
+        token.issued_at,
+        list(CARE_TEAM_ROLES),
+        audit.current_request_id(),
+        NOT_CARE_TEAM_DETAIL,
+        page.offset,
+        page.page_size,
+        *given.values(),
     )
-    return Page(items=items, total=total, page=page.page, page_size=page.page_size)
+    if not rows:
+        raise Unauthorized(TOKEN_NO_LONGER_VALID)
+    if not rows[0]["care_team"]:
+        raise Forbidden(CARE_TEAM_ONLY)
+    items = [PatientRead.model_validate(dict(row)) for row in rows if row["id"] is not None]
+    return Page(items=items, total=rows[0]["total"], page=page.page, page_size=page.page_size)
 
 
 async def create_patient(

@@ -27,8 +27,8 @@ IfMatch = Annotated[
     responses=problem_responses(401, 403),
 )
 async def list_patients(
-    session: SessionDep,
-    user: CareTeamMember,
+    db: DirectStatementsDep,
+    token: VerifiedToken,
     page: PageDep,
     sort: SortKeys,
     q: Annotated[
@@ -44,7 +44,7 @@ async def list_patients(
     birth_date: date | None = None,
     born_after: Annotated[date | None, Query(description="Born strictly after.")] = None,
     born_before: Annotated[date | None, Query(description="Born strictly before.")] = None,
-) -> Page[PatientRead]:
+) -> Response:
     filters = handlers.PatientFilters(
         q=q.strip() or None if q else None,
         mrn=mrn,
@@ -52,7 +52,9 @@ async def list_patients(
         born_after=born_after,
         born_before=born_before,
     )
-    return await handlers.search_patients(session, user, filters, sort, page)
+    result = await handlers.search_patients(db, token, filters, sort, page)
+    # Serialised here, once, as GET /patients/{id} is.
+    return Response(result.model_dump_json(), media_type="application/json")
 
 
 @router.post(

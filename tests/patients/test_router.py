@@ -305,8 +305,8 @@ async def test_a_page_past_the_end_is_empty_but_keeps_the_total(client, create, 
     assert response.json()["total"] == 3
 
 
-# GET /patients/{id} checks the account, reads and audits in one statement; the other routes
-# go through the dependency chain. Both must answer alike.
+# GET /patients/{id} and GET /patients check the account, read and audit in one statement;
+# the other routes go through the dependency chain. Both must answer alike.
 async def _invalidate(session, user, how: str) -> None:
     from datetime import UTC, datetime
     from datetime import timedelta as seconds
@@ -393,3 +393,27 @@ async def test_a_malformed_patient_id_is_422_naming_it(client, clinician):
     response = await client.get("/patients/not-a-uuid", headers=clinician.headers)
     assert response.status_code == 422
     assert response.json()["errors"][0]["loc"] == ["path", "patient_id"]
+
+
+@pytest.mark.parametrize("page, expected_items", [(1, 2), (3, 0)])
+async def test_a_search_audits_once_with_its_total(
+    client, create, admin, clinician, page, expected_items
+):
+    for _ in range(3):
+        await create(family_name="Audited")
+    response = await client.get(
+        "/patients",
+        params={"q": "Audited", "page": page, "page_size": 2},
+        headers={**clinician.headers, "X-Request-ID": "search-1"},
+    )
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    assert len(response.json()["items"]) == expected_items
+    assert response.json()["total"] == 3
+    trail = await client.get(
+        "/audit-events", params={"user_id": str(clinician.id)}, headers=admin.headers
+    )
+    searches = [e for e in trail.json()["items"] if e["action"] == "patient.search"]
+    assert [(e["outcome"], e["detail"], e["request_id"], e["patient_id"]) for e in searches] == [
+        ("success", "3 matching patients", "search-1", None)
+    ]
