@@ -107,6 +107,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from app.db import create_engine, create_sessionmaker, to_libpq_url
     from app.jobs import create_job_app, worker_context
     from app.logging import configure_logging
+    from app.process import freeze_startup_objects
 
     settings = _settings()
     configure_logging(settings.log_level)
@@ -118,6 +119,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         context = worker_context(settings, create_sessionmaker(engine))
         try:
             async with job_app.open_async():
+                freeze_startup_objects()
                 await job_app.run_worker_async(
                     queues=args.queues or None,
                     concurrency=args.concurrency,

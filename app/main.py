@@ -2,7 +2,6 @@
 
 import asyncio
 import contextlib
-import gc
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ from app.jobs import create_job_app, worker_context
 from app.logging import configure_logging
 from app.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from app.migrate import upgrade_to_head
+from app.process import freeze_startup_objects
 
 log = structlog.get_logger(__name__)
 
@@ -94,10 +94,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     runtime = await build_runtime(settings, database_url)
     app.state.runtime = runtime
     await api.on_startup(runtime.sessionmaker, settings)
-    # What is loaded by now (modules, routes, models) lives as long as the process: take it out
-    # of the collector's full passes, which otherwise stall a request for ~100 ms each.
-    gc.collect()
-    gc.freeze()
+    freeze_startup_objects()
 
     worker: asyncio.Task | None = None
     async with runtime.job_app.open_async():

@@ -93,6 +93,7 @@ async def load_file(database_url: str, path: Path) -> dict:
     import app.models_registry  # noqa: F401  (every table, for the foreign keys)
     from app.config import Settings
     from app.db import create_engine, create_sessionmaker, to_asyncpg_url
+    from app.process import freeze_startup_objects
 
     url = to_asyncpg_url(database_url)
     settings = Settings(_env_file=None, database_url=url)
@@ -101,6 +102,7 @@ async def load_file(database_url: str, path: Path) -> dict:
     try:
         async with sessionmaker() as session, session.begin():
             await handlers.ensure_builtin_views(session)
+        freeze_startup_objects()  # as the service, the worker and the CLI do once started
         started = time.perf_counter()
         async with sessionmaker() as session, session.begin():
             with path.open("rb") as handle:

@@ -57,6 +57,7 @@ def _progress(done: int, total: int, name: str, note: str) -> None:
 def cmd_flatten(args: argparse.Namespace, settings_loader, database_url) -> int:
     from app.db import create_engine, create_sessionmaker
     from app.errors import AppError
+    from app.process import freeze_startup_objects
     from features.fhir_flatten import handlers
 
     settings = settings_loader()
@@ -73,6 +74,7 @@ def cmd_flatten(args: argparse.Namespace, settings_loader, database_url) -> int:
         try:
             async with sessionmaker() as session, session.begin():
                 await handlers.ensure_builtin_views(session)
+            freeze_startup_objects()
             for index, path in enumerate(files, start=1):
                 try:
                     async with sessionmaker() as session, session.begin():

@@ -14,7 +14,7 @@ import contextlib
 import hashlib
 import json
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence, Set
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import islice
@@ -134,8 +134,11 @@ def flatten(
     return rows
 
 
-async def _store(session: AsyncSession, upserts: Sequence[Upsert]) -> set[tuple[str, str]]:
-    """Merge into flatten_resources; return the (type, id) actually written (not older)."""
+async def _store(
+    session: AsyncSession, upserts: Sequence[Upsert]
+) -> dict[tuple[str, str], bool]:
+    """Merge into flatten_resources. Return the (type, id) actually written (not older), each
+    with whether it is new: a new one has no rows in any view yet, so none to delete."""
     connection = await session.connection()
     raw = (await connection.get_raw_connection()).driver_connection
     await raw.copy_records_to_table(
@@ -154,11 +157,12 @@ async def _store(session: AsyncSession, upserts: Sequence[Upsert]) -> set[tuple[
             "last_updated = excluded.last_updated, loaded_at = now() "
             "WHERE stored.last_updated IS NULL OR excluded.last_updated IS NULL "
             "OR excluded.last_updated >= stored.last_updated "
-            "RETURNING resource_type, id"
+            # xmax is 0 in a row version that an insert made, not an update.
+            "RETURNING resource_type, id, xmax = 0 AS new"
         )
     )
     await session.execute(text("TRUNCATE _flatten_incoming"))
-    return {(row.resource_type, row.id) for row in written}
+    return {(row.resource_type, row.id): row.new for row in written}
 
 
 async def load(
@@ -194,10 +198,10 @@ async def load(
                 for u in upserts:
                     fresh_one = (u.resource_type, u.id) in written
                     (counts.resources if fresh_one else counts.unchanged)[u.resource_type] += 1
-                fresh = [u for u in upserts if (u.resource_type, u.id) in written]
-                if len(fresh) < len(upserts):
-                    rows = _only_written(registry, rows, written)
-                await _replace_rows(session, registry, fresh, rows, counts)
+                if len(written) < len(upserts):
+                    rows = _only_written(registry, rows, written.keys())
+                replaced = [u for u in upserts if written.get((u.resource_type, u.id)) is False]
+                await _replace_rows(session, registry, replaced, rows, counts)
             if deletes:
                 await _delete(session, registry, deletes, counts)
     finally:
@@ -210,7 +214,7 @@ async def load(
 
 
 def _only_written(
-    registry: Registry, rows: dict[str, list[tuple]], written: set[tuple[str, str]]
+    registry: Registry, rows: dict[str, list[tuple]], written: Set[tuple[str, str]]
 ) -> dict[str, list[tuple]]:
     """Drop the rows of resources older than the stored version (they were not written)."""
     resource_of = {a.name: a.view.resource for views in registry.by_type.values() for a in views}
@@ -230,11 +234,12 @@ def _ids_by_type(items: Sequence[Upsert | Delete]) -> dict[str, list[str]]:
 async def _replace_rows(
     session: AsyncSession,
     registry: Registry,
-    fresh: Sequence[Upsert],
+    replaced: Sequence[Upsert],
     rows: dict[str, list[tuple]],
     counts: LoadCounts,
 ) -> None:
-    for resource_type, ids in _ids_by_type(fresh).items():
+    """Delete the view rows of the resources `replaced` (stored before), then COPY in `rows`."""
+    for resource_type, ids in _ids_by_type(replaced).items():
         for active in registry.by_type.get(resource_type, ()):
             await tables.delete_rows(session, active.name, ids)
     for active in (a for views in registry.by_type.values() for a in views):
