@@ -1,5 +1,7 @@
 """The one place that knows every feature: routers, job blueprints and start-up hooks."""
 
+import asyncio
+
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
@@ -15,6 +17,7 @@ from features.csv_ingest.router import router as csv_router
 from features.fhir_flatten import cli as fhir_flatten_cli
 from features.fhir_flatten import handlers as fhir_flatten
 from features.fhir_flatten import tasks as fhir_flatten_tasks
+from features.fhir_flatten import workers as flatten_workers
 from features.fhir_flatten.router import router as flatten_router
 from features.fhir_proxy.router import router as fhir_router
 from features.notes.router import router as notes_router
@@ -99,8 +102,19 @@ async def on_startup(sessionmaker: async_sessionmaker[AsyncSession], settings: S
         await auth.ensure_first_admin(session, settings)
     async with sessionmaker() as session, session.begin():
         await fhir_flatten.ensure_builtin_views(session)
+    await asyncio.to_thread(start_worker_processes, settings)
     if settings.is_development and settings.seed_on_first_start:
         from seeds import loader
 
         async with sessionmaker() as session, session.begin():
             await loader.load_if_first_start(session)
+
+
+def start_worker_processes(settings: Settings) -> None:
+    """The features' worker processes (FHIR flattening), for every process that loads data:
+    the service, the job worker, the command line."""
+    flatten_workers.start(settings.flatten_worker_processes)
+
+
+def stop_worker_processes() -> None:
+    flatten_workers.stop()

@@ -119,6 +119,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         context = worker_context(settings, create_sessionmaker(engine))
         try:
             async with job_app.open_async():
+                api.start_worker_processes(settings)
                 freeze_startup_objects()
                 await job_app.run_worker_async(
                     queues=args.queues or None,
@@ -127,6 +128,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
                     name="worker",
                 )
         finally:
+            api.stop_worker_processes()
             await context["fhir"].aclose()
             await engine.dispose()
 

@@ -99,6 +99,8 @@ class Settings(BaseSettings):
     # periodic job loads files from (unset: no inbox).
     flatten_max_bytes: int = Field(default=1024 * 1024 * 1024, ge=1024)
     flatten_inbox_dir: str | None = None
+    # Processes that evaluate the views over large loads (0: a thread of the loading process).
+    flatten_worker_processes: int = Field(default=1, ge=0, le=32)
 
     # OpenMRS, where TM2 diagnoses are submitted (unset: they wait as pending).
     openmrs_base_url: str | None = None

@@ -116,6 +116,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
                 worker.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await worker
+    api.stop_worker_processes()
     await runtime.aclose()
 
 

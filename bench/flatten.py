@@ -8,14 +8,17 @@ built-in views.
 2. Evaluation alone, on one core: every resource through the built-in views of its type.
 3. End to end, in a fresh process: the same resources written as one Bundle file, loaded
    into PostgreSQL (database `clinical_bench_flatten`, made and migrated first) in one
-   transaction, as `POST /flatten/bundles` and the inbox do; the time, and the process's peak
-   resident memory.
+   transaction, as `POST /flatten/bundles` and the inbox do; the time, and the peak resident
+   memory of the process and its flatten worker. Twice, side by side, each into a new
+   database: flattened in a thread (FLATTEN_WORKER_PROCESSES=0), then in one worker process
+   (the default).
 4. Prints one table with the targets, and drops the database (unless --keep).
 """
 
 import argparse
 import asyncio
 import json
+import multiprocessing
 import os
 import re
 import subprocess
@@ -31,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 from api_load import database_urls, drop_database, recreate_database  # noqa: E402
 
-from features.fhir_flatten import handlers, loading  # noqa: E402
+from features.fhir_flatten import handlers, loading, workers  # noqa: E402
 from features.fhir_flatten.sources import Upsert, read_bundle  # noqa: E402
 
 SYNTHEA = ROOT.parent / "shared" / "data" / "synthea"
@@ -82,14 +85,14 @@ def evaluate(resources: list[dict]) -> tuple[float, int, int]:
     return time.process_time() - started, len(viewed), rows
 
 
-def peak_rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
+def peak_rss_mb(pid: int | str = "self") -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return float("nan")
 
 
-async def load_file(database_url: str, path: Path) -> dict:
+async def load_file(database_url: str, path: Path, processes: int) -> dict:
     import app.models_registry  # noqa: F401  (every table, for the foreign keys)
     from app.config import Settings
     from app.db import create_engine, create_sessionmaker, to_asyncpg_url
@@ -102,19 +105,24 @@ async def load_file(database_url: str, path: Path) -> dict:
     try:
         async with sessionmaker() as session, session.begin():
             await handlers.ensure_builtin_views(session)
-        freeze_startup_objects()  # as the service, the worker and the CLI do once started
+        # As the service, the job worker and the flatten command start up.
+        workers.start(processes)
+        freeze_startup_objects()
         started = time.perf_counter()
         async with sessionmaker() as session, session.begin():
             with path.open("rb") as handle:
                 counts = await handlers.load_stream(session, None, handle, origin="bench")
         seconds = time.perf_counter() - started
+        worker_mb = sum(peak_rss_mb(child.pid) for child in multiprocessing.active_children())
     finally:
+        workers.stop()
         await engine.dispose()
     return {
         "seconds": seconds,
         "resources": sum(counts.resources.values()),
         "rows": sum(counts.rows.values()),
         "peak_mb": peak_rss_mb(),
+        "worker_peak_mb": worker_mb,
     }
 
 
@@ -132,26 +140,29 @@ def run(args: argparse.Namespace, folder: Path) -> int:
 
     server = args.database_url or os.environ.get("DATABASE_URL") or DEFAULT_SERVER_URL
     maintenance, database = database_urls(server, args.database_name)
-    asyncio.run(recreate_database(maintenance, args.database_name))
+    loads = {}
     try:
         from app.migrate import upgrade_to_head
 
-        upgrade_to_head(database)
-        child = subprocess.run(
-            [sys.executable, __file__, "--load", str(bundle_path), "--database-url", database],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if child.returncode != 0:
-            raise SystemExit(f"the load failed:\n{child.stderr[-3000:]}")
-        loaded = json.loads(child.stdout.strip().splitlines()[-1])
+        # The default (FLATTEN_WORKER_PROCESSES=1) last, each into a new database.
+        for processes in (0, 1):
+            asyncio.run(recreate_database(maintenance, args.database_name))
+            upgrade_to_head(database)
+            command = [sys.executable, __file__, "--load", str(bundle_path)]
+            command += ["--database-url", database, "--processes", str(processes)]
+            child = subprocess.run(command, capture_output=True, text=True, check=False)
+            if child.returncode != 0:
+                raise SystemExit(f"the load failed:\n{child.stderr[-3000:]}")
+            loads[processes] = json.loads(child.stdout.strip().splitlines()[-1])
     finally:
         if not args.keep:
             asyncio.run(drop_database(maintenance, args.database_name))
 
     evaluation_rate = viewed / seconds
+    loaded = loads[1]
     end_to_end_rate = loaded["resources"] / loaded["seconds"]
+    in_thread_rate = loads[0]["resources"] / loads[0]["seconds"]
+    memory_mb = loaded["peak_mb"] + loaded["worker_peak_mb"]
     checks = [
         (
             "evaluation, one core",
@@ -160,16 +171,22 @@ def run(args: argparse.Namespace, folder: Path) -> int:
             evaluation_rate >= EVALUATION_TARGET,
         ),
         (
-            "end to end into PostgreSQL",
+            "end to end into PostgreSQL (one flatten worker process, the default)",
             f"{end_to_end_rate:,.0f} resources/s",
             f">= {END_TO_END_TARGET:,}",
             end_to_end_rate >= END_TO_END_TARGET,
         ),
         (
-            "peak memory of the loading process",
-            f"{loaded['peak_mb']:.0f} MB",
+            "end to end, FLATTEN_WORKER_PROCESSES=0 (flattened in a thread)",
+            f"{in_thread_rate:,.0f} resources/s",
+            "",
+            None,
+        ),
+        (
+            "peak memory: loading process + flatten worker",
+            f"{loaded['peak_mb']:.0f} + {loaded['worker_peak_mb']:.0f} = {memory_mb:.0f} MB",
             f"< {MEMORY_TARGET_MB} MB",
-            loaded["peak_mb"] < MEMORY_TARGET_MB,
+            memory_mb < MEMORY_TARGET_MB,
         ),
     ]
     print()
@@ -177,13 +194,14 @@ def run(args: argparse.Namespace, folder: Path) -> int:
         f"{args.resources:,} resources ({viewed:,} of a type with a built-in view), "
         f"{rows:,} rows; the Bundle file is {size_mb:.0f} MB; end to end "
         f"{loaded['resources']:,} resources and {loaded['rows']:,} rows in "
-        f"{loaded['seconds']:.1f} s"
+        f"{loaded['seconds']:.1f} s ({loads[0]['seconds']:.1f} s flattened in a thread)"
     )
     print("| measure | measured | target | |")
     print("|---|---|---|---|")
     for name, measured, target, ok in checks:
-        print(f"| {name} | {measured} | {target} | {'met' if ok else 'NOT MET'} |")
-    return 0 if all(ok for *_, ok in checks) else 1
+        verdict = "" if ok is None else "met" if ok else "NOT MET"
+        print(f"| {name} | {measured} | {target} | {verdict} |")
+    return 0 if all(ok is not False for *_, ok in checks) else 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -193,9 +211,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--database-name", default="clinical_bench_flatten")
     parser.add_argument("--keep", action="store_true", help="keep the database")
     parser.add_argument("--load", type=Path, help=argparse.SUPPRESS)  # the child process
+    parser.add_argument("--processes", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.load:
-        print(json.dumps(asyncio.run(load_file(args.database_url, args.load))))
+        loaded = asyncio.run(load_file(args.database_url, args.load, args.processes))
+        print(json.dumps(loaded))
         return 0
     with tempfile.TemporaryDirectory(prefix="bench-flatten-") as folder:
         return run(args, Path(folder))

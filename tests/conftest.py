@@ -239,6 +239,7 @@ class LiveServer:
     base_url: str
     database_url: str
     log_path: Path
+    pid: int
 
 
 @pytest.fixture(scope="session")
@@ -282,7 +283,7 @@ def live_server(server_url: str, tmp_path_factory, fhir_server) -> Iterator[Live
             if time.monotonic() > deadline:
                 pytest.fail(f"the server did not start:\n{log_path.read_text()[-3000:]}")
             time.sleep(0.2)
-        yield LiveServer(base_url, url, log_path)
+        yield LiveServer(base_url, url, log_path, process.pid)
     finally:
         process.terminate()
         try:

@@ -58,7 +58,7 @@ def cmd_flatten(args: argparse.Namespace, settings_loader, database_url) -> int:
     from app.db import create_engine, create_sessionmaker
     from app.errors import AppError
     from app.process import freeze_startup_objects
-    from features.fhir_flatten import handlers
+    from features.fhir_flatten import handlers, workers
 
     settings = settings_loader()
     url = database_url(settings)
@@ -74,6 +74,7 @@ def cmd_flatten(args: argparse.Namespace, settings_loader, database_url) -> int:
         try:
             async with sessionmaker() as session, session.begin():
                 await handlers.ensure_builtin_views(session)
+            workers.start(settings.flatten_worker_processes)
             freeze_startup_objects()
             for index, path in enumerate(files, start=1):
                 try:
@@ -91,6 +92,7 @@ def cmd_flatten(args: argparse.Namespace, settings_loader, database_url) -> int:
                     _progress(index, len(files), path.name, "FAILED")
                     print(f"{path}: {reason}", file=sys.stderr)
         finally:
+            workers.stop()
             await engine.dispose()
         print(f"{loaded} resources loaded from {len(files) - failed} files; {failed} failed")
         return 1 if failed else 0

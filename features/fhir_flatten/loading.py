@@ -1,9 +1,10 @@
 """Loading FHIR resources: kept whole, and flattened into every view of their type.
 
 One load is one transaction (the caller's): a file lands whole or not at all. Resources come
-from a synchronous iterator (features/fhir_flatten/sources.py); they are pulled and flattened
-a chunk at a time in a worker thread (parsing and view evaluation are CPU work), and written
-with COPY: into a temporary table merged into `flatten_resources`, and into the views' tables.
+from a synchronous iterator (features/fhir_flatten/sources.py), pulled a chunk at a time in a
+thread (reading is CPU work), flattened in a worker process when one runs (workers.py; else in
+a thread), and written with COPY: into a temporary table merged into `flatten_resources`, and
+into the views' tables.
 
 Loading a resource again replaces its rows in every view; a resource older than the stored one
 (by `meta.lastUpdated`) changes nothing; a deleted entry removes the resource and its rows.
@@ -25,7 +26,7 @@ from anyio import to_thread
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from features.fhir_flatten import tables
+from features.fhir_flatten import tables, workers
 from features.fhir_flatten.models import FlatView, StoredResource
 from features.fhir_flatten.sources import Delete, Upsert
 from features.fhir_flatten.viewdef import CompiledView, ViewError, compile_view
@@ -57,6 +58,7 @@ class ActiveView:
     name: str
     view: CompiledView
     convert: list[Callable[[Any], Any]]
+    definition: dict[str, Any] | None = None  # what a worker process compiles it from
 
 
 @dataclass
@@ -67,10 +69,15 @@ class Registry:
 
     @classmethod
     async def load(cls, session: AsyncSession) -> "Registry":
+        return cls.of((await session.execute(select(FlatView.name, FlatView.definition))).all())
+
+    @classmethod
+    def of(cls, views: Sequence[tuple[str, dict[str, Any]]]) -> "Registry":
+        """The registry of (name, ViewDefinition) pairs."""
         registry = cls()
-        for row in await session.execute(select(FlatView.name, FlatView.definition)):
-            view = compiled(row.definition)
-            active = ActiveView(row.name, view, tables.converters(view.columns))
+        for name, definition in views:
+            view = compiled(definition)
+            active = ActiveView(name, view, tables.converters(view.columns), definition)
             registry.by_type.setdefault(view.resource, []).append(active)
         return registry
 
@@ -135,17 +142,18 @@ def flatten(
 
 
 async def _store(
-    session: AsyncSession, upserts: Sequence[Upsert]
+    session: AsyncSession, upserts: Sequence[Upsert], texts: Sequence[str]
 ) -> dict[tuple[str, str], bool]:
-    """Merge into flatten_resources. Return the (type, id) actually written (not older), each
-    with whether it is new: a new one has no rows in any view yet, so none to delete."""
+    """Merge into flatten_resources (`texts`: each resource's JSON). Return the (type, id)
+    actually written (not older), each with whether it is new: a new one has no rows in any
+    view yet, so none to delete."""
     connection = await session.connection()
     raw = (await connection.get_raw_connection()).driver_connection
     await raw.copy_records_to_table(
         "_flatten_incoming",
         records=[
-            (u.resource_type, u.id, _last_updated(u.resource), orjson.dumps(u.resource).decode())
-            for u in upserts
+            (u.resource_type, u.id, _last_updated(u.resource), text)
+            for u, text in zip(upserts, texts, strict=True)
         ],
         columns=["resource_type", "id", "last_updated", "resource"],
     )
@@ -181,8 +189,8 @@ async def load(
     )
     counts = LoadCounts()
     problems: list[dict[str, str]] = []
-    # A pipeline: the next chunk is read, and this one flattened, in worker threads while
-    # PostgreSQL stores this one; each step waits on other work more than it computes.
+    # A pipeline: the next chunk is read (in a thread), and this one flattened (in a worker
+    # process or a thread), while PostgreSQL stores this one.
     reading = asyncio.create_task(to_thread.run_sync(_next_chunk, items))
     try:
         while chunk := await reading:
@@ -190,10 +198,11 @@ async def load(
             upserts = [item for item in chunk if isinstance(item, Upsert)]
             deletes = [item for item in chunk if isinstance(item, Delete)]
             if upserts:
+                texts = [orjson.dumps(u.resource).decode() for u in upserts]
                 flattening = asyncio.create_task(
-                    to_thread.run_sync(flatten, registry, upserts, problems)
+                    workers.flatten(registry, upserts, texts, problems)
                 )
-                written = await _store(session, upserts)
+                written = await _store(session, upserts, texts)
                 rows = await flattening
                 for u in upserts:
                     fresh_one = (u.resource_type, u.id) in written

@@ -1,13 +1,15 @@
 """Read FHIR input (a Bundle, NDJSON, or one resource) into resources to load or delete.
 
-Bundles are read in two passes with bounded memory. The first pass streams the entries
-(jsonstream.py), checks every one, notes each `fullUrl` and copies the entries worth loading to
-a spool; the second reads the spool back and yields them with references to `urn:uuid:` and
-`urn:oid:` (or absolute) fullUrls rewritten to `Type/id`. References may point forwards, so
-nothing can be yielded before the first pass ends, and that is also why every check is done in
-the first pass: a Bundle with a bad entry raises `InvalidEntries` before the first item comes
-out. Memory holds one entry plus the fullUrl map (about 100 bytes an entry for urn:uuid
-fullUrls, the common case).
+Bundles are read in one pass with bounded memory: the entries are streamed (jsonstream.py),
+each is checked and its `fullUrl` noted, and references to the fullUrls of entries (`urn:uuid:`,
+`urn:oid:` or any other absolute URI; a fullUrl is absolute) are rewritten to `Type/id`. An entry
+comes out as soon as it is read when every reference in it that could name a fullUrl names one
+already seen (references mostly point backwards: to the Patient from its Encounters, to an
+Encounter from its Conditions); the others wait in a spool and come out, resolved, at the end.
+Problems are collected over the whole input and raise `InvalidEntries` at the end, so entries
+may have come out before it: a caller loads a Bundle in one transaction and rolls it back.
+Memory holds one entry plus the fullUrl map (about 100 bytes an entry for urn:uuid fullUrls,
+the common case) and the ids of the waiting entries.
 
 Accepted Bundle types: transaction, batch, collection and searchset. Not history: its entries
 come newest first and repeat a resource's versions, so loading them in file order would leave
@@ -63,6 +65,8 @@ _RESTFUL_URL = re.compile(
 )
 _CANONICAL_UUID_URN = re.compile(r"urn:uuid:[0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12}")
 _PLACEHOLDER_PREFIXES = ("urn:uuid:", "urn:oid:")
+# A reference that may name a fullUrl: an absolute URI (it has a scheme).
+_ABSOLUTE_URI = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:")
 # References are found in an entry's raw text, at C speed, rather than by walking every node of
 # the parsed entry in Python (twice as slow, for the whole read). A "reference" member inside a
 # string value has its quotes escaped, so it cannot match. A value with an escape in it (say
@@ -228,11 +232,13 @@ def _read_resource(read: Callable[[int], bytes]) -> Upsert:
 
 
 def read_bundle(stream: BinaryIO, *, spool_dir: str | None = None) -> Iterator[Upsert | Delete]:
-    """Yield a Bundle's resources and deletions in file order, references resolved.
+    """Yield a Bundle's resources and deletions, references resolved; when one resource comes
+    more than once, its last entry comes out last.
 
     Raises SourceError when the input is not an accepted Bundle and InvalidEntries when any
-    entry is bad, in both cases before anything is yielded. Entries are spooled to memory up
-    to SPOOL_MEMORY_BYTES, then to a temporary file in `spool_dir` (default: the system's).
+    entry is bad, once the whole input is read: entries may have been yielded by then. The
+    entries that wait for a fullUrl further on are spooled to memory up to SPOOL_MEMORY_BYTES,
+    then to a temporary file in `spool_dir` (default: the system's).
     """
     return _read_bundle(stream.read, spool_dir=spool_dir)
 
@@ -241,74 +247,119 @@ def _read_bundle(
     read: Callable[[int], bytes], *, spool_dir: str | None
 ) -> Iterator[Upsert | Delete]:
     with tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY_BYTES, dir=spool_dir) as spool:
-        full_urls = _first_pass(read, spool)
-        yield from _second_pass(spool, full_urls)
+        reader = _BundleReader(spool)
+        yield from reader.entries(read)
+        yield from reader.waiting()
 
 
-def _first_pass(read: Callable[[int], bytes], spool: IO[bytes]) -> _FullUrls:
-    """Check every entry, map the fullUrls, spool the entries to load."""
-    header = _BundleHeader()
-    full_urls = _FullUrls()
-    forward_references: set[str] = set()
-    problems = _Problems()
-    try:
-        events = iter_object(read, array_key="entry", max_value_chars=MAX_ENTRY_CHARS)
-        for event in events:
-            if isinstance(event, Member):
-                header.note(event)
-            elif isinstance(event, Item):
-                where = f"entry[{event.index}]"
-                if event.too_deep or nests_deeper_than(event.text, MAX_NESTING):
-                    problems.add(where, f"nested deeper than {MAX_NESTING} levels")
-                    continue
-                action = _entry_action(event.value, where, problems)
-                if isinstance(action, Upsert):
-                    full_url = event.value.get("fullUrl")
-                    if full_url is not None:
-                        _note_full_url(full_url, action, where, full_urls, problems)
-                    for reference in _placeholder_references(event.text, action.resource):
-                        if reference not in full_urls:
-                            forward_references.add(reference)
-                    _spool(spool, event.index, action, event.text)
-                elif isinstance(action, Delete):
-                    _spool(spool, event.index, action, "")
-    except JsonStreamError as error:
-        raise SourceError(error.message, error.position.describe()) from None
-    header.check_complete()
-    if any(reference not in full_urls for reference in forward_references):
-        _list_dangling_references(spool, full_urls, problems)
-    problems.raise_any()
-    return full_urls
+class _BundleReader:
+    def __init__(self, spool: IO[bytes]) -> None:
+        self.spool = spool
+        self.header = _BundleHeader()
+        self.full_urls = _FullUrls()
+        self.problems = _Problems()
+        self.placeholders_ahead: set[str] = set()  # urn: references not resolved when read
+        self.waiting_at: dict[str, int] = {}  # "Type/id" -> index of its last spooled entry
+
+    def entries(self, read: Callable[[int], bytes]) -> Iterator[Upsert | Delete]:
+        """Check every entry; yield those that can be resolved when read, spool the others."""
+        try:
+            for event in iter_object(read, array_key="entry", max_value_chars=MAX_ENTRY_CHARS):
+                if isinstance(event, Member):
+                    self.header.note(event)
+                elif isinstance(event, Item) and (item := self._take(event)) is not None:
+                    yield item
+        except JsonStreamError as error:
+            raise SourceError(error.message, error.position.describe()) from None
+        self.header.check_complete()
+        if any(reference not in self.full_urls for reference in self.placeholders_ahead):
+            _list_dangling_references(self.spool, self.full_urls, self.problems)
+        self.problems.raise_any()
+
+    def _take(self, event: Item) -> Upsert | Delete | None:
+        where = f"entry[{event.index}]"
+        if event.too_deep or nests_deeper_than(event.text, MAX_NESTING):
+            self.problems.add(where, f"nested deeper than {MAX_NESTING} levels")
+            return None
+        action = _entry_action(event.value, where, self.problems)
+        if action is None:
+            return None
+        if isinstance(action, Delete):
+            return action if self._now(event.index, action, "", now=True) else None
+        full_url = event.value.get("fullUrl")
+        if full_url is not None:
+            _note_full_url(full_url, action, where, self.full_urls, self.problems)
+        targets = {}
+        for reference in _references_in(event.text, action.resource):
+            if _ABSOLUTE_URI.match(reference):
+                targets[reference] = target = self.full_urls.get(reference)
+                if target is None and reference.startswith(_PLACEHOLDER_PREFIXES):
+                    self.placeholders_ahead.add(reference)
+        if not self._now(event.index, action, event.text, now=None not in targets.values()):
+            return None
+        if targets:
+            return _resolved(
+                action.resource_type, action.id, event.text, self.full_urls, event.value
+            )
+        return _with_id(action)
+
+    def _now(self, index: int, action: Upsert | Delete, text: str, *, now: bool) -> bool:
+        """Whether `action` comes out now; if not, it waits in the spool. Once a problem is
+        found nothing more comes out, but entries are still spooled for the problem list."""
+        key = f"{action.resource_type}/{action.id}"
+        if now and self.header.complete and not self.problems.total:
+            self.waiting_at.pop(key, None)  # an earlier entry for it is out of date
+            return True
+        self.waiting_at[key] = index
+        _spool(self.spool, index, action, text)
+        return False
+
+    def waiting(self) -> Iterator[Upsert | Delete]:
+        """The spooled entries, checked already: parsed again, with their references resolved."""
+        for index, is_delete, resource_type, resource_id, text in _spooled(self.spool):
+            if self.waiting_at.get(f"{resource_type}/{resource_id}") != index:
+                continue  # a later entry for the same resource came out already
+            if is_delete:
+                yield Delete(resource_type, resource_id)
+            else:
+                yield _resolved(resource_type, resource_id, text, self.full_urls)
 
 
-def _second_pass(spool: IO[bytes], full_urls: _FullUrls) -> Iterator[Upsert | Delete]:
-    """The spooled entries, checked already: parsed again, with their references resolved."""
+def _with_id(upsert: Upsert) -> Upsert:
+    """The resource with its id, when the id came from the entry's fullUrl."""
+    if "id" in upsert.resource:
+        return upsert
+    resource = {"resourceType": upsert.resource_type, "id": upsert.id} | upsert.resource
+    return Upsert(upsert.resource_type, upsert.id, resource)
+
+
+def _resolved(
+    resource_type: str, resource_id: str, text: str, full_urls: _FullUrls, entry: Any = None
+) -> Upsert:
+    """The resource of an entry, from its JSON `text` (or `entry`, that text parsed), with its
+    references to fullUrls rewritten to "Type/id"."""
 
     def resolve(found: re.Match[str]) -> str:
         target = full_urls.get(found[2])
         return found[0] if target is None else f'{found[1]}{target}"'
 
-    for _, is_delete, resource_type, resource_id, text in _spooled(spool):
-        if is_delete:
-            yield Delete(resource_type, resource_id)
-            continue
-        resource = orjson.loads(_PLAIN_REFERENCE.sub(resolve, text))["resource"]
-        if "\\" in text and _ESCAPED_REFERENCE.search(text):
-            for holder, reference in _references(resource):
-                target = full_urls.get(reference)
-                if target is not None:
-                    holder["reference"] = target
-        if "id" not in resource:  # it came from the fullUrl
-            resource = {"resourceType": resource_type, "id": resource_id} | resource
-        yield Upsert(resource_type, resource_id, resource)
-
-
-def _placeholder_references(text: str, resource: dict) -> list[str]:
     if "\\" in text and _ESCAPED_REFERENCE.search(text):
-        references = [reference for _, reference in _references(resource)]
+        resource = (orjson.loads(text) if entry is None else entry)["resource"]
+        for holder, reference in _references(resource):
+            target = full_urls.get(reference)
+            if target is not None:
+                holder["reference"] = target
     else:
-        references = [found[2] for found in _PLAIN_REFERENCE.finditer(text)]
-    return [reference for reference in references if reference.startswith(_PLACEHOLDER_PREFIXES)]
+        resource = orjson.loads(_PLAIN_REFERENCE.sub(resolve, text))["resource"]
+    return _with_id(Upsert(resource_type, resource_id, resource))
+
+
+def _references_in(text: str, resource: dict) -> list[str]:
+    """Every reference in an entry, from its JSON `text` (or, when a reference has an escape
+    in it, from the parsed `resource`)."""
+    if "\\" in text and _ESCAPED_REFERENCE.search(text):
+        return [reference for _, reference in _references(resource)]
+    return [found[2] for found in _PLAIN_REFERENCE.finditer(text)]
 
 
 def _spool(spool: IO[bytes], index: int, action: Upsert | Delete, text: str) -> None:
@@ -360,6 +411,10 @@ class _BundleHeader:
                 raise SourceError(f"Bundle type {value!r} is not accepted ({accepted})", where)
         elif member.key == "entry":
             raise SourceError("Bundle.entry must be an array", where)
+
+    @property
+    def complete(self) -> bool:
+        return self.resource_type is not None and self.type is not None
 
     def check_complete(self) -> None:
         if self.resource_type is None:

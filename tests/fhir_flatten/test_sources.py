@@ -150,6 +150,63 @@ def test_urn_uuid_references_are_resolved_forwards_and_backwards() -> None:
     assert encounter["subject"] == {"reference": f"Patient/{PATIENT_UUID}", "display": "Ann"}
 
 
+def test_an_entry_comes_out_as_soon_as_its_references_are_known(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Backward references are resolved as the entry is read; an entry that points forwards
+    waits until the end. The first entries come out before the input is read to its end."""
+    small_chunks(monkeypatch, 64)
+    data = linked_bundle()
+    stream = io.BytesIO(data)
+    items = read_bundle(stream)
+    patient = next(items)
+    assert (patient.resource_type, stream.tell() < len(data)) == ("Patient", True)
+    encounter, observation = list(items)
+    assert encounter.resource["subject"]["reference"] == f"Patient/{PATIENT_UUID}"
+    assert observation.resource["encounter"]["reference"] == f"Encounter/{ENCOUNTER_UUID}"
+
+
+def test_a_reference_to_another_server_waits_and_is_kept() -> None:
+    elsewhere = "http://other.example.org/fhir/Patient/9"
+    data = bundle(
+        [
+            post({"resourceType": "Observation", "id": "o1", "subject": {"reference": elsewhere}}),
+            post({"resourceType": "Patient", "id": "p1"}),
+        ]
+    )
+    patient, observation = read(data)  # the Observation waited: a later fullUrl could name it
+    assert patient.id == "p1"
+    assert observation.resource["subject"]["reference"] == elsewhere
+
+
+@pytest.mark.parametrize("waits_first", [True, False])
+def test_the_last_entry_for_a_resource_comes_out_last(waits_first: bool) -> None:
+    waiting = post(
+        {
+            "resourceType": "Observation",
+            "id": "o1",
+            "status": "waited",
+            "subject": {"reference": f"urn:uuid:{PATIENT_UUID}"},
+        }
+    )
+    at_once = post({"resourceType": "Observation", "id": "o1", "status": "at-once"})
+    patient = post({"resourceType": "Patient", "id": PATIENT_UUID}, f"urn:uuid:{PATIENT_UUID}")
+    entries = [waiting, at_once] if waits_first else [at_once, waiting]
+    observations = [item for item in read(bundle([*entries, patient])) if item.id == "o1"]
+    assert observations[-1].resource["status"] == ("at-once" if waits_first else "waited")
+    if waits_first:
+        assert len(observations) == 1  # the out-of-date entry is not given at all
+
+
+def test_entries_before_the_bundle_type_wait_for_it() -> None:
+    entry = post({"resourceType": "Patient", "id": "p1"})
+    data = json.dumps({"entry": [entry], "resourceType": "Bundle", "type": "batch"}).encode()
+    assert [item.id for item in read(data)] == ["p1"]
+    bad = json.dumps({"entry": [entry], "resourceType": "Bundle", "type": "history"}).encode()
+    with pytest.raises(SourceError, match="history"):
+        read(bad)
+
+
 def test_a_placeholder_names_the_resource_id_when_it_differs_from_the_uuid() -> None:
     data = bundle(
         [
@@ -456,7 +513,7 @@ def test_a_synthea_bundle_trickled_through_a_stream_that_cannot_seek() -> None:
 # --- bad entries -------------------------------------------------------------------------------
 
 
-def test_every_bad_entry_is_listed_before_anything_is_yielded() -> None:
+def test_every_bad_entry_is_listed_once_the_whole_bundle_is_read() -> None:
     deep = {"resourceType": "Basic", "id": "deep", "extension": json.loads("[" * 150 + "]" * 150)}
     data = bundle(
         [
@@ -491,8 +548,9 @@ def test_every_bad_entry_is_listed_before_anything_is_yielded() -> None:
         ]
     )  # fmt: skip
     items = read_bundle(io.BytesIO(data))
+    assert next(items).id == "good"  # read before any problem: the caller rolls it back
     with pytest.raises(InvalidEntries) as raised:
-        next(items)  # the first entry is good, yet nothing comes out
+        next(items)  # nothing more comes out: the problems are raised at the end
     listed = [(problem.where, problem.message) for problem in raised.value.problems]
     assert [where for where, _ in listed] == [
         "entry[1]",
@@ -585,7 +643,11 @@ def test_a_spool_dir_that_does_not_exist_fails_once_the_spool_goes_to_disk(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setattr(sources, "SPOOL_MEMORY_BYTES", 100)
-    data = bundle([post({"resourceType": "Patient", "id": f"p{i}"}) for i in range(20)])
+    ahead = {"reference": f"urn:uuid:{PATIENT_UUID}"}  # every Observation waits for the Patient
+    data = bundle(
+        [post({"resourceType": "Observation", "id": f"o{i}", "subject": ahead}) for i in range(19)]
+        + [post({"resourceType": "Patient", "id": PATIENT_UUID}, f"urn:uuid:{PATIENT_UUID}")]
+    )
     assert len(list(read_bundle(io.BytesIO(data), spool_dir=str(tmp_path)))) == 20
     with pytest.raises(FileNotFoundError):
         list(read_bundle(io.BytesIO(data), spool_dir=str(tmp_path / "missing")))
