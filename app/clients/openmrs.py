@@ -44,6 +44,8 @@ MAX_REASON_CHARS = 300
 NOT_CONFIGURED_REASON = (
     "no OpenMRS server is configured (OPENMRS_BASE_URL, OPENMRS_USERNAME, OPENMRS_PASSWORD)"
 )
+OBS_PAGE_SIZE = 100
+MAX_OBS_PAGES = 50
 _LIMITS = httpx.Limits(max_connections=20, max_keepalive_connections=10, keepalive_expiry=30)
 
 
@@ -260,6 +262,29 @@ class OpenMRSClient:
         if not isinstance(obs_uuid, str) or not obs_uuid:
             raise OpenMRSError("OpenMRS accepted the obs but its answer has no uuid")
         return obs_uuid
+
+    async def find_obs(
+        self, *, person_uuid: str, concept_uuid: str, comment_ending: str
+    ) -> str | None:
+        """The uuid of an obs of this person and concept whose comment ends with
+        `comment_ending`, or None: how a caller looks before creating an obs again."""
+        params = {"patient": person_uuid, "concept": concept_uuid, "v": "full"}
+        params |= {"limit": str(OBS_PAGE_SIZE)}
+        for page in range(MAX_OBS_PAGES):
+            params["startIndex"] = str(page * OBS_PAGE_SIZE)
+            response = await self._send("GET", "obs", params=params, idempotent=True)
+            answer = await self._json(response)
+            results = answer.get("results")
+            if not isinstance(results, list):
+                raise OpenMRSError("OpenMRS's obs search answered without a results list")
+            for obs in results:
+                comment = obs.get("comment") if isinstance(obs, dict) else None
+                if isinstance(comment, str) and comment.endswith(comment_ending):
+                    return str(obs["uuid"])
+            if len(results) < OBS_PAGE_SIZE:
+                return None
+        most = MAX_OBS_PAGES * OBS_PAGE_SIZE
+        raise OpenMRSError(f"more than {most} obs of this patient and concept to look through")
 
     # --- transport ----------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    Uuid,
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
@@ -99,3 +100,5 @@ class SubmissionRun(UUIDPrimaryKey, Base):
     submitted: Mapped[int] = mapped_column(Integer, default=0)
     failed: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text)
+    # The record being sent right now (see submission.py): left behind if the process died.
+    sending_record_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)

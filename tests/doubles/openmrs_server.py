@@ -15,7 +15,8 @@ behaviour of its webservices.rest module, under the `/openmrs` context path as T
 - `POST /ws/rest/v1/obs` needs `person`, `concept` and `obsDatetime` (400 "Some required
   properties are missing"); an unknown person or concept is 404 "Object with given uuid doesn't
   exist [null]", as OpenMRS says it (without the uuid); 201 with the created obs.
-- `GET /ws/rest/v1/obs/{uuid}`.
+- `GET /ws/rest/v1/obs/{uuid}`, and `GET /ws/rest/v1/obs?patient=&concept=` (the concept only
+  with a patient, as OpenMRS allows) paged by `limit` and `startIndex`, oldest first.
 
     with OpenMRSDouble() as openmrs:
         patient = openmrs.add_patient("10001A")
@@ -23,9 +24,9 @@ behaviour of its webservices.rest module, under the `/openmrs` context path as T
         ... OpenMRSClient(openmrs.base_url, username="admin", password="Admin123") ...
         assert openmrs.obs[0]["person"] == patient and openmrs.auth_count == 1
 
-Scripted trouble (`fail_next`, `delay`, `expire_sessions`) lasts until used up or `reset()`,
-which also forgets the seeded patients and concepts. The server runs uvicorn in a daemon thread
-with its own event loop; the state is shared under a lock.
+Scripted trouble (`fail_next`, `lose_next_answers`, `delay`, `expire_sessions`) lasts until
+used up or `reset()`, which also forgets the seeded patients and concepts. The server runs
+uvicorn in a daemon thread with its own event loop; the state is shared under a lock.
 """
 
 import asyncio
@@ -126,6 +127,7 @@ class _State:
     fail_status: int | None = None
     fail_times: int = 0
     fail_html: bool = False
+    lose_answers: int = 0
 
 
 class OpenMRSDouble:
@@ -139,6 +141,7 @@ class OpenMRSDouble:
                 Route(f"{REST}/session", self._session, methods=["GET", "DELETE"]),
                 Route(f"{REST}/patient", self._search_patients, methods=["GET"]),
                 Route(f"{REST}/obs", self._create_obs, methods=["POST"]),
+                Route(f"{REST}/obs", self._search_obs, methods=["GET"]),
                 Route(f"{REST}/obs/{{obs_uuid}}", self._read_obs, methods=["GET"]),
             ]
         )
@@ -224,6 +227,12 @@ class OpenMRSDouble:
             self._state.fail_status = status
             self._state.fail_times = times
             self._state.fail_html = html
+
+    def lose_next_answers(self, times: int = 1) -> None:
+        """The next `times` obs are created, but their answers are lost on the way: the client
+        gets the 502 page of a proxy in front of OpenMRS."""
+        with self._lock:
+            self._state.lose_answers = times
 
     def delay(self, seconds: float) -> None:
         """Every answer comes this much later (0 to stop)."""
@@ -413,11 +422,32 @@ class OpenMRSDouble:
             )
             state.obs[obs_uuid] = representation
             state.created_obs.append({**body, "uuid": obs_uuid})
+            if state.lose_answers:
+                state.lose_answers -= 1
+                return tomcat_page(502, "Bad Gateway")
         return JSONResponse(
             representation,
             status_code=201,
             headers={"Location": f"{origin}{REST}/obs/{obs_uuid}"},
         )
+
+    async def _search_obs(self, request: Request) -> Response:
+        return await self._serve(request, "Get Observations", self._obs_search_answer)
+
+    def _obs_search_answer(self, request: Request, _sid: str, _s: _Session, _b: Any) -> Response:
+        query = request.query_params
+        patient, concept = query.get("patient"), query.get("concept")
+        if concept and not patient:
+            return JSONResponse(error_body("[concept needs patient]"), status_code=400)
+        limit, start = int(query.get("limit", 50)), int(query.get("startIndex", 0))
+        with self._lock:
+            found = [
+                obs
+                for obs in self._state.obs.values()
+                if (not patient or obs["person"]["uuid"] == patient)
+                and (not concept or obs["concept"]["uuid"] == concept)
+            ]
+        return JSONResponse({"results": found[start : start + limit]})
 
     def _obs_answer(self, request: Request, _sid: str, _s: _Session, _body: Any) -> Response:
         with self._lock:

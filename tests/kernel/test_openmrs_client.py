@@ -464,3 +464,33 @@ async def test_the_double_uses_its_own_path_and_cookie(openmrs):
     assert answer.json()["authenticated"] is True
     assert "Path=/openmrs" in answer.headers["set-cookie"]
     assert openmrs.requests[0].path == f"{REST}/session"
+
+
+# --- looking before creating again -----------------------------------------------------------
+
+
+async def test_a_lost_answer_is_unavailable_and_the_obs_is_found_by_its_comment(
+    client, openmrs, monkeypatch
+):
+    from app.clients import openmrs as module
+
+    monkeypatch.setattr(module, "OBS_PAGE_SIZE", 2)  # five obs: three pages
+    person = openmrs.add_patient("10001A")
+    other = openmrs.add_patient("10002B")
+    for index in range(4):
+        await create_weight(client, person, comment=f"weight {index}")
+    await create_weight(client, other, comment="record r-1")
+    openmrs.lose_next_answers()
+    with pytest.raises(OpenMRSUnavailable):
+        await create_weight(client, person, comment="weighed; record r-1")
+    assert len(openmrs.obs) == 6  # it was created all the same
+
+    found = await client.find_obs(
+        person_uuid=person, concept_uuid=CONCEPT_UUID, comment_ending="record r-1"
+    )
+    assert found == openmrs.obs[-1]["uuid"]
+    assert openmrs.requests_to("GET", "obs")[-1].query["startIndex"] == "4"
+    missing = await client.find_obs(
+        person_uuid=person, concept_uuid=CONCEPT_UUID, comment_ending="record r-2"
+    )
+    assert missing is None

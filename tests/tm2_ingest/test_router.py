@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -290,3 +291,69 @@ def test_seed_codes_are_in_the_who_list():
         official = {row["code"]: row["title"] for row in csv.DictReader(handle)}
     assert all(official.get(code) == title for code, title in sample_codes())
     assert Path(SEEDS / "tm2_sample_upload.csv").exists()
+
+
+async def test_a_record_whose_answer_was_lost_is_found_not_sent_twice(
+    client, clinician, codes, openmrs, openmrs_double, app, session
+):
+    code, title = codes[0]
+    patient = f"P-{uuid.uuid4().hex[:8]}"
+    openmrs_double.add_patient(patient)
+    await upload(client, clinician, csv_bytes(diagnosis(patient, code, title)))
+    runtime = app.state.runtime
+    openmrs_double.lose_next_answers()  # OpenMRS saves the obs; its answer never arrives
+
+    first = await submission.submit_pending(runtime.sessionmaker, openmrs, runtime.settings)
+    assert first["stopped"] and first["submitted"] == 0
+    record = await session.scalar(select(TM2Record).where(TM2Record.patient_id == patient))
+    assert (record.state, record.attempts) == ("pending", 1)
+    assert len(openmrs_double.obs) == 1
+
+    again = await submission.submit_pending(runtime.sessionmaker, openmrs, runtime.settings)
+    assert again["submitted"] == 1
+    await session.refresh(record)
+    assert record.state == "submitted"
+    assert record.openmrs_uuid == openmrs_double.obs[0]["uuid"]
+    assert len(openmrs_double.obs) == 1 and len(openmrs_double.requests_to("POST", "obs")) == 1
+
+
+async def test_a_record_a_dead_run_was_sending_is_looked_for_first(
+    client, clinician, codes, openmrs, openmrs_double, app, session
+):
+    """A run marks the record it is about to send (committed before the POST); when its
+    process dies before the outcome is committed, the next run looks in OpenMRS first."""
+    code, title = codes[0]
+    patient = f"P-{uuid.uuid4().hex[:8]}"
+    openmrs_double.add_patient(patient)
+    await upload(client, clinician, csv_bytes(diagnosis(patient, code, title)))
+    runtime = app.state.runtime
+    marked: list = []
+    real_create = submission._create
+
+    async def create_then_die(openmrs_client, settings, record, *args):
+        async with runtime.sessionmaker() as other:
+            run = await other.scalar(
+                select(SubmissionRun).order_by(SubmissionRun.started_at.desc())
+            )
+            marked.append((run.sending_record_id, record.id))
+        await real_create(openmrs_client, settings, record, *args)  # OpenMRS has it
+        raise SystemExit("the process dies before the commit")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(submission, "_create", create_then_die)
+        with pytest.raises(SystemExit):
+            await submission.submit_pending(runtime.sessionmaker, openmrs, runtime.settings)
+    [(mark, record_id)] = marked
+    assert mark == record_id
+    # What the dead run leaves (the test's transaction cannot keep the mark itself through
+    # the rollback, as a server's separate connection does): its mark, the record pending.
+    session.add(SubmissionRun(started_at=datetime.now(UTC), sending_record_id=record_id))
+    await session.commit()
+    record = await session.get(TM2Record, record_id)
+    assert (record.state, record.attempts) == ("pending", 0)
+
+    again = await submission.submit_pending(runtime.sessionmaker, openmrs, runtime.settings)
+    assert again["submitted"] == 1
+    await session.refresh(record)
+    assert record.openmrs_uuid == openmrs_double.obs[0]["uuid"]
+    assert len(openmrs_double.requests_to("POST", "obs")) == 1
