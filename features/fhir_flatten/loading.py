@@ -204,12 +204,14 @@ async def load(
                 )
                 written = await _store(session, upserts, texts)
                 rows = await flattening
+                replaced = []  # written over a stored version: its old rows go first
                 for u in upserts:
-                    fresh_one = (u.resource_type, u.id) in written
-                    (counts.resources if fresh_one else counts.unchanged)[u.resource_type] += 1
+                    new = written.get((u.resource_type, u.id))
+                    (counts.unchanged if new is None else counts.resources)[u.resource_type] += 1
+                    if new is False:
+                        replaced.append(u)
                 if len(written) < len(upserts):
                     rows = _only_written(registry, rows, written.keys())
-                replaced = [u for u in upserts if written.get((u.resource_type, u.id)) is False]
                 await _replace_rows(session, registry, replaced, rows, counts)
             if deletes:
                 await _delete(session, registry, deletes, counts)

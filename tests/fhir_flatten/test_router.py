@@ -183,6 +183,24 @@ async def test_loading_again_replaces_and_delete_entries_remove(client, views, a
     assert await rows(client, analyst, "observation", id=oid) == []
 
 
+async def test_a_resource_loaded_again_later_in_the_same_load_has_one_set_of_rows(
+    client, views, analyst, monkeypatch
+):
+    """A resource first stored in this load has no rows to delete; stored again a chunk later
+    (same transaction), its first rows must still be replaced."""
+    from features.fhir_flatten import loading
+
+    monkeypatch.setattr(loading, "CHUNK", 2)
+    pid, other, oid = str(uuid.uuid4()), str(uuid.uuid4()), str(uuid.uuid4())
+    # Chunks of two: [Patient, Observation at 70], [another Patient, the Observation at 68.5].
+    body = bundle(
+        patient(pid), observation(oid, pid, 70), patient(other), observation(oid, pid, 68.5)
+    )
+    response = await post_bundle(client, analyst, body)
+    assert response.status_code == 200, response.text
+    assert [r["value"] for r in await rows(client, analyst, "observation", id=oid)] == [68.5]
+
+
 async def test_an_older_version_changes_nothing(client, views, analyst):
     pid = str(uuid.uuid4())
     newer = patient(pid, "Newer", meta={"lastUpdated": "2026-02-01T00:00:00Z"})
