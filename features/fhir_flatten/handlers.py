@@ -1,5 +1,6 @@
 """Views (built-in and users' own), loading FHIR input, and reading rows."""
 
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -9,14 +10,21 @@ from anyio import to_thread
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.errors import BadRequest, Conflict, Forbidden, NotFound, UnprocessableContent
+from app.errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    NotFound,
+    ServiceUnavailable,
+    UnprocessableContent,
+)
 from app.security import Principal
 from features.audit import handlers as audit
-from features.fhir_flatten import loading, tables
+from features.fhir_flatten import loading, tables, workers
 from features.fhir_flatten.loading import LoadCounts, UnloadableData
 from features.fhir_flatten.models import FlatView, StoredResource
 from features.fhir_flatten.schemas import ColumnInfo, ViewInfo
-from features.fhir_flatten.sources import InvalidEntries, SourceError, read_any
+from features.fhir_flatten.sources import InvalidEntries, SourceError
 from features.fhir_flatten.viewdef import CompiledView, ViewError, compile_view
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "views"
@@ -209,15 +217,17 @@ async def load_stream(
     origin: str = "api",
 ) -> LoadCounts:
     """Load one input (a Bundle, NDJSON, or one resource) in the session's transaction."""
+    registry = await loading.Registry.load(session)
+    chunks = workers.chunks(stream, registry, content_type=content_type, filename=filename)
     try:
-        items = await to_thread.run_sync(
-            lambda: read_any(stream, content_type=content_type, filename=filename)
-        )
-        counts = await loading.load(session, items)
+        async with contextlib.aclosing(chunks):
+            counts = await loading.load(session, chunks, registry)
     except SourceError as exc:
         raise _invalid(exc) from None
     except UnloadableData as exc:
         raise _unloadable(exc) from None
+    except workers.WorkerStopped as exc:
+        raise ServiceUnavailable(f"{exc}; nothing was loaded. Send it again.") from None
     await audit.record(
         session,
         actor=user,

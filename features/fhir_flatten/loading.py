@@ -1,21 +1,20 @@
 """Loading FHIR resources: kept whole, and flattened into every view of their type.
 
-One load is one transaction (the caller's): a file lands whole or not at all. Resources come
-from a synchronous iterator (features/fhir_flatten/sources.py), pulled a chunk at a time in a
-thread (reading is CPU work), flattened in a worker process when one runs (workers.py; else in
-a thread), and written with COPY: into a temporary table merged into `flatten_resources`, and
-into the views' tables.
+One load is one transaction (the caller's): a file lands whole or not at all. The input is read
+(features/fhir_flatten/sources.py) a chunk of resources at a time, and each chunk is made ready
+for PostgreSQL by `prepare`: the resources' JSON and every view's rows, in COPY text format.
+That is all the CPU work of a load, done in a worker process when one runs, else in a thread
+(workers.py). The loading process only writes the chunks, with COPY: into a temporary table
+merged into `flatten_resources`, and into the views' tables.
 
 Loading a resource again replaces its rows in every view; a resource older than the stored one
 (by `meta.lastUpdated`) changes nothing; a deleted entry removes the resource and its rows.
 """
 
-import asyncio
-import contextlib
 import hashlib
 import json
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence, Set
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import islice
@@ -26,13 +25,14 @@ from anyio import to_thread
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from features.fhir_flatten import tables, workers
+from features.fhir_flatten import tables
 from features.fhir_flatten.models import FlatView, StoredResource
 from features.fhir_flatten.sources import Delete, Upsert
 from features.fhir_flatten.viewdef import CompiledView, ViewError, compile_view
 
 CHUNK = 2000
 MAX_PROBLEMS = 1000
+MAX_COMPILED = 256
 _COMPILED: dict[str, CompiledView] = {}  # by definition digest: views are compiled once
 
 
@@ -49,6 +49,8 @@ def compiled(definition: dict[str, Any]) -> CompiledView:
     digest = hashlib.sha256(json.dumps(definition, sort_keys=True).encode()).hexdigest()
     view = _COMPILED.get(digest)
     if view is None:
+        if len(_COMPILED) >= MAX_COMPILED:  # views added and deleted over a long run
+            del _COMPILED[next(iter(_COMPILED))]
         view = _COMPILED[digest] = compile_view(definition)
     return view
 
@@ -119,17 +121,61 @@ def _next_chunk(items: Iterator[Upsert | Delete]) -> list[Upsert | Delete]:
     return list(latest.values())
 
 
+@dataclass(slots=True)
+class Chunk:
+    """Up to CHUNK resources of a load, ready for PostgreSQL: made by `prepare` (CPU work, in a
+    worker process or a thread), written by `load`. Rows are in COPY text format."""
+
+    upserts: list[tuple[str, str]]  # (type, id) of each resource to store
+    resources: str  # their rows of _flatten_incoming
+    rows: dict[str, dict[str, str]]  # view name -> resource id -> that resource's rows
+    deletes: list[tuple[str, str]]  # (type, id) of each resource to delete
+    problems: list[dict[str, str]]  # resources that cannot be stored or flattened
+
+
+def prepare(items: Iterator[Upsert | Delete], registry: Registry) -> Iterator[Chunk]:
+    """The chunks of a load, from the resources and deletions `items` yields."""
+    while chunk := _next_chunk(items):
+        upserts = [item for item in chunk if isinstance(item, Upsert)]
+        problems: list[dict[str, str]] = []
+        yield Chunk(
+            upserts=[(u.resource_type, u.id) for u in upserts],
+            resources=_incoming(upserts, problems),
+            rows=flatten(registry, upserts, problems),
+            deletes=[(d.resource_type, d.id) for d in chunk if isinstance(d, Delete)],
+            problems=problems,
+        )
+
+
+def _incoming(upserts: Sequence[Upsert], problems: list[dict[str, str]]) -> str:
+    """The resources as rows of _flatten_incoming: type, id, lastUpdated, JSON."""
+    lines = []
+    for u in upserts:
+        try:
+            resource = tables.json_for_copy(orjson.dumps(u.resource).decode())
+        except tables.UnstorableValue as exc:
+            problems.append(
+                {"resource": f"{u.resource_type}/{u.id}", "view": "", "message": str(exc)}
+            )
+            continue
+        last_updated = _last_updated(u.resource)
+        when = "\\N" if last_updated is None else last_updated.isoformat()
+        lines.append(f"{u.resource_type}\t{u.id}\t{when}\t{resource}\n")
+    return "".join(lines)
+
+
 def flatten(
     registry: Registry, upserts: Sequence[Upsert], problems: list[dict[str, str]]
-) -> dict[str, list[tuple]]:
-    """Rows for every view, converted for COPY, by view name (CPU work: run in a thread)."""
-    rows: dict[str, list[tuple]] = {}
+) -> dict[str, dict[str, str]]:
+    """Each view's rows of each resource, in COPY text format: view name -> id -> rows."""
+    rows: dict[str, dict[str, str]] = {}
     for item in upserts:
         for active in registry.by_type.get(item.resource_type, ()):
-            target = rows.setdefault(active.name, [])
             try:
-                for row in active.view.rows(item.resource):
-                    target.append(tables.convert_row(item.id, row, active.convert))
+                lines = [
+                    tables.copy_line(item.id, row, active.convert)
+                    for row in active.view.rows(item.resource)
+                ]
             except (ViewError, tables.UnstorableValue) as exc:
                 problems.append(
                     {
@@ -138,48 +184,18 @@ def flatten(
                         "message": str(exc),
                     }
                 )
+                continue
+            if lines:
+                rows.setdefault(active.name, {})[item.id] = "".join(lines)
     return rows
 
 
-async def _store(
-    session: AsyncSession, upserts: Sequence[Upsert], texts: Sequence[str]
-) -> dict[tuple[str, str], bool]:
-    """Merge into flatten_resources (`texts`: each resource's JSON). Return the (type, id)
-    actually written (not older), each with whether it is new: a new one has no rows in any
-    view yet, so none to delete."""
-    connection = await session.connection()
-    raw = (await connection.get_raw_connection()).driver_connection
-    await raw.copy_records_to_table(
-        "_flatten_incoming",
-        records=[
-            (u.resource_type, u.id, _last_updated(u.resource), text)
-            for u, text in zip(upserts, texts, strict=True)
-        ],
-        columns=["resource_type", "id", "last_updated", "resource"],
-    )
-    written = await session.execute(
-        text(
-            "INSERT INTO flatten_resources AS stored (resource_type, id, last_updated, resource) "
-            "SELECT resource_type, id, last_updated, resource FROM _flatten_incoming "
-            "ON CONFLICT (resource_type, id) DO UPDATE SET resource = excluded.resource, "
-            "last_updated = excluded.last_updated, loaded_at = now() "
-            "WHERE stored.last_updated IS NULL OR excluded.last_updated IS NULL "
-            "OR excluded.last_updated >= stored.last_updated "
-            # xmax is 0 in a row version that an insert made, not an update.
-            "RETURNING resource_type, id, xmax = 0 AS new"
-        )
-    )
-    await session.execute(text("TRUNCATE _flatten_incoming"))
-    return {(row.resource_type, row.id): row.new for row in written}
-
-
 async def load(
-    session: AsyncSession, items: Iterator[Upsert | Delete], registry: Registry | None = None
+    session: AsyncSession, chunks: AsyncIterator[Chunk], registry: Registry
 ) -> LoadCounts:
-    """Load everything `items` yields, in the session's transaction. Raises UnloadableData
-    (after reading everything, so that every problem is listed) when a resource cannot be
-    flattened; the caller's rollback then leaves nothing behind."""
-    registry = registry or await Registry.load(session)
+    """Write every chunk, in the session's transaction. Raises UnloadableData (after the last
+    chunk, so that every problem is listed) when a resource cannot be stored or flattened; the
+    caller's rollback then leaves nothing behind."""
     await session.execute(
         text(
             "CREATE TEMP TABLE IF NOT EXISTS _flatten_incoming "
@@ -189,78 +205,82 @@ async def load(
     )
     counts = LoadCounts()
     problems: list[dict[str, str]] = []
-    # A pipeline: the next chunk is read (in a thread), and this one flattened (in a worker
-    # process or a thread), while PostgreSQL stores this one.
-    reading = asyncio.create_task(to_thread.run_sync(_next_chunk, items))
-    try:
-        while chunk := await reading:
-            reading = asyncio.create_task(to_thread.run_sync(_next_chunk, items))
-            upserts = [item for item in chunk if isinstance(item, Upsert)]
-            deletes = [item for item in chunk if isinstance(item, Delete)]
-            if upserts:
-                texts = [orjson.dumps(u.resource).decode() for u in upserts]
-                flattening = asyncio.create_task(
-                    workers.flatten(registry, upserts, texts, problems)
-                )
-                written = await _store(session, upserts, texts)
-                rows = await flattening
-                replaced = []  # written over a stored version: its old rows go first
-                for u in upserts:
-                    new = written.get((u.resource_type, u.id))
-                    (counts.unchanged if new is None else counts.resources)[u.resource_type] += 1
-                    if new is False:
-                        replaced.append(u)
-                if len(written) < len(upserts):
-                    rows = _only_written(registry, rows, written.keys())
-                await _replace_rows(session, registry, replaced, rows, counts)
-            if deletes:
-                await _delete(session, registry, deletes, counts)
-    finally:
-        # The reader thread must be done with the input before the caller closes it.
-        with contextlib.suppress(Exception):
-            await reading
+    async for chunk in chunks:
+        problems += chunk.problems
+        if problems:  # nothing will be kept: only the problems matter from here on
+            continue
+        if chunk.upserts:
+            await _store(session, registry, chunk, counts)
+        if chunk.deletes:
+            await _delete(session, registry, chunk.deletes, counts)
     if problems:
         raise UnloadableData(problems[:MAX_PROBLEMS], len(problems))
     return counts
 
 
-def _only_written(
-    registry: Registry, rows: dict[str, list[tuple]], written: Set[tuple[str, str]]
-) -> dict[str, list[tuple]]:
-    """Drop the rows of resources older than the stored version (they were not written)."""
-    resource_of = {a.name: a.view.resource for views in registry.by_type.values() for a in views}
-    return {
-        name: [r for r in records if (resource_of[name], r[0]) in written]
-        for name, records in rows.items()
-    }
-
-
-def _ids_by_type(items: Sequence[Upsert | Delete]) -> dict[str, list[str]]:
-    ids: dict[str, list[str]] = {}
-    for item in items:
-        ids.setdefault(item.resource_type, []).append(item.id)
-    return ids
-
-
-async def _replace_rows(
-    session: AsyncSession,
-    registry: Registry,
-    replaced: Sequence[Upsert],
-    rows: dict[str, list[tuple]],
-    counts: LoadCounts,
+async def _store(
+    session: AsyncSession, registry: Registry, chunk: Chunk, counts: LoadCounts
 ) -> None:
-    """Delete the view rows of the resources `replaced` (stored before), then COPY in `rows`."""
+    """Merge the chunk's resources into flatten_resources, unless older than the stored version;
+    replace the view rows of those written."""
+    await tables.copy_text(session, "_flatten_incoming", _INCOMING_COLUMNS, chunk.resources)
+    # Only the resources not written (older: None) or written over a stored version (False)
+    # come back: a new resource has no rows in any view yet, so none to delete.
+    not_new = await session.execute(
+        text(
+            "WITH written AS ("
+            "INSERT INTO flatten_resources AS stored (resource_type, id, last_updated, resource) "
+            "SELECT resource_type, id, last_updated, resource FROM _flatten_incoming "
+            "ON CONFLICT (resource_type, id) DO UPDATE SET resource = excluded.resource, "
+            "last_updated = excluded.last_updated, loaded_at = now() "
+            "WHERE stored.last_updated IS NULL OR excluded.last_updated IS NULL "
+            "OR excluded.last_updated >= stored.last_updated "
+            # xmax is 0 in a row version that an insert made, not an update.
+            "RETURNING resource_type, id, xmax = 0 AS new) "
+            "SELECT incoming.resource_type, incoming.id, written.new "
+            "FROM _flatten_incoming AS incoming LEFT JOIN written USING (resource_type, id) "
+            "WHERE written.new IS NOT TRUE"
+        )
+    )
+    await session.execute(text("TRUNCATE _flatten_incoming"))
+    unchanged: set[tuple[str, str]] = set()
+    replaced: list[tuple[str, str]] = []
+    for resource_type, resource_id, new in not_new:
+        if new is None:
+            unchanged.add((resource_type, resource_id))
+        else:
+            replaced.append((resource_type, resource_id))
+    for key in chunk.upserts:
+        (counts.unchanged if key in unchanged else counts.resources)[key[0]] += 1
     for resource_type, ids in _ids_by_type(replaced).items():
         for active in registry.by_type.get(resource_type, ()):
             await tables.delete_rows(session, active.name, ids)
     for active in (a for views in registry.by_type.values() for a in views):
-        records = rows.get(active.name, [])
-        await tables.copy_rows(session, active.name, active.view.columns, records)
-        counts.rows[active.name] += len(records)
+        by_id = chunk.rows.get(active.name, {})
+        if unchanged:
+            written = (v for k, v in by_id.items() if (active.view.resource, k) not in unchanged)
+            data = "".join(written)
+        else:
+            data = "".join(by_id.values())
+        await tables.copy_rows(session, active.name, active.view.columns, data)
+        counts.rows[active.name] += data.count("\n")
+
+
+_INCOMING_COLUMNS = ("resource_type", "id", "last_updated", "resource")
+
+
+def _ids_by_type(keys: Sequence[tuple[str, str]]) -> dict[str, list[str]]:
+    ids: dict[str, list[str]] = {}
+    for resource_type, resource_id in keys:
+        ids.setdefault(resource_type, []).append(resource_id)
+    return ids
 
 
 async def _delete(
-    session: AsyncSession, registry: Registry, deletes: Sequence[Delete], counts: LoadCounts
+    session: AsyncSession,
+    registry: Registry,
+    deletes: Sequence[tuple[str, str]],
+    counts: LoadCounts,
 ) -> None:
     for resource_type, ids in _ids_by_type(deletes).items():
         await session.execute(
@@ -287,8 +307,9 @@ async def refill(session: AsyncSession, name: str, view: CompiledView) -> int:
     async for partition in stream.partitions(CHUNK):
         upserts = [Upsert(view.resource, resource["id"], resource) for resource in partition]
         rows = await to_thread.run_sync(flatten, registry, upserts, problems)
-        await tables.copy_rows(session, name, view.columns, rows.get(name, []))
-        total += len(rows.get(name, []))
+        data = "".join(rows.get(name, {}).values())
+        await tables.copy_rows(session, name, view.columns, data)
+        total += data.count("\n")
     if problems:
         raise UnloadableData(problems[:MAX_PROBLEMS], len(problems))
     return total

@@ -5,7 +5,7 @@ import tempfile
 from collections.abc import AsyncIterator, Sequence
 from datetime import date, datetime, time
 from decimal import Decimal
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, BinaryIO, Literal
 
 from fastapi import APIRouter, Body, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
@@ -50,14 +50,23 @@ INPUT_BODY: dict[str, Any] = {
 }
 
 
-async def _spooled_body(request: Request) -> tempfile.SpooledTemporaryFile:
-    """The body, streamed to a spooled file (to disk past 8 MB); the size limit is enforced
-    while it streams by BodySizeLimitMiddleware (FLATTEN_MAX_BYTES)."""
-    spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY_BYTES)  # noqa: SIM115
-    async for chunk in request.stream():
-        spool.write(chunk)
-    spool.seek(0)
-    return spool
+async def _spooled_body(request: Request) -> BinaryIO:
+    """The body, in memory up to 8 MB, else in a named temporary file (which the flatten
+    worker process opens by its name); the size limit is enforced while it streams by
+    BodySizeLimitMiddleware (FLATTEN_MAX_BYTES)."""
+    body: BinaryIO = io.BytesIO()
+    try:
+        async for chunk in request.stream():
+            body.write(chunk)
+            if isinstance(body, io.BytesIO) and body.tell() > SPOOL_IN_MEMORY_BYTES:
+                on_disk = tempfile.NamedTemporaryFile(prefix="flatten-upload-")  # noqa: SIM115
+                on_disk.write(body.getvalue())
+                body = on_disk
+    except BaseException:
+        body.close()
+        raise
+    body.seek(0)
+    return body
 
 
 @router.post(

@@ -112,6 +112,9 @@ class SourceError(Exception):
         self.message = message
         self.where = where
 
+    def __reduce__(self) -> tuple:  # raised in a flatten worker process, pickled back
+        return type(self), (self.message, self.where)
+
 
 class InvalidEntries(SourceError):
     """Some entries or lines are bad: the whole input must be refused.
@@ -124,6 +127,9 @@ class InvalidEntries(SourceError):
         super().__init__(f"{total} {noun} in the input", problems[0].where if problems else None)
         self.problems = problems
         self.total = total
+
+    def __reduce__(self) -> tuple:
+        return type(self), (self.problems, self.total)
 
 
 class _Problems:

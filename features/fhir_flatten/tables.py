@@ -11,7 +11,7 @@ instant and a dateTime without a zone as UTC. The resource itself is kept whole 
 
 import json
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, date, datetime, time
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -78,19 +78,27 @@ async def delete_rows(session: AsyncSession, view_name: str, resource_ids: list[
     )
 
 
-async def copy_rows(
-    session: AsyncSession, view_name: str, columns: Sequence[Column], records: list[tuple]
-) -> None:
-    """COPY rows (`(resource id, *values)`, already converted) into the view's table."""
-    if not records:
+async def copy_text(session: AsyncSession, table: str, columns: Sequence[str], data: str) -> None:
+    """COPY `data`, rows in PostgreSQL's text format (`copy_line`), into `table`."""
+    if not data:
         return
     connection = await session.connection()
     raw = await connection.get_raw_connection()
-    await raw.driver_connection.copy_records_to_table(
-        table_name(view_name),
-        records=records,
-        columns=[KEY_COLUMN, *(column.name for column in columns)],
+    await raw.driver_connection.copy_to_table(
+        table, source=_once(data.encode()), columns=list(columns), format="text"
     )
+
+
+async def copy_rows(
+    session: AsyncSession, view_name: str, columns: Sequence[Column], data: str
+) -> None:
+    """COPY rows made by `copy_line` into the view's table."""
+    names = [KEY_COLUMN, *(column.name for column in columns)]
+    await copy_text(session, table_name(view_name), names, data)
+
+
+async def _once(data: bytes) -> AsyncIterator[bytes]:
+    yield data
 
 
 # --- values --------------------------------------------------------------------------------
@@ -167,18 +175,63 @@ _CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "text": _text,
 }
 
+# --- values as COPY text: one line per row, tab between fields, \N for NULL ---------------
 
-def converters(columns: Sequence[Column]) -> list[Callable[[Any], Any]]:
-    return [_CONVERTERS[sql_type(column)] for column in columns]
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"})
+_NEEDS_ESCAPE = re.compile(r"[\\\n\r\t]")
 
 
-def convert_row(
-    resource_id: str, row: tuple, convert: Sequence[Callable[[Any], Any]]
-) -> tuple[Any, ...]:
-    return (
-        resource_id,
-        *(None if value is None else fn(value) for value, fn in zip(row, convert, strict=True)),
-    )
+# "\u0000" in JSON text, not preceded by an escaped backslash: JSONB refuses it.
+_JSON_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+
+
+def _copy_escaped(value: str) -> str:
+    if "\x00" in value:  # PostgreSQL text cannot hold it
+        raise UnstorableValue(f"{value[:50]!r} has a NUL character")
+    return value.translate(_COPY_ESCAPES) if _NEEDS_ESCAPE.search(value) else value
+
+
+def json_for_copy(value: str) -> str:
+    """JSON text as a JSONB field of COPY text (UnstorableValue for a NUL character)."""
+    if "\\u0000" in value and _JSON_NUL.search(value):
+        raise UnstorableValue(
+            "a string has a NUL character (\\u0000), which PostgreSQL cannot store"
+        )
+    return value.replace("\\", "\\\\")  # JSON text has no raw newline, return or tab
+
+
+def _as_text(convert: Callable[[Any], Any]) -> Callable[[Any], str]:
+    def to_text(value: Any) -> str:
+        return convert(value).isoformat()
+
+    return to_text
+
+
+_COPY_TEXT: dict[str, Callable[[Any], str]] = {
+    "boolean": lambda value: "t" if _boolean(value) else "f",
+    "integer": lambda value: str(_integer(value)),
+    "bigint": lambda value: str(_integer(value)),
+    "numeric": lambda value: str(_decimal(value)),
+    "date": _as_text(_date),
+    "timestamptz": _as_text(_date_time),
+    "time": _as_text(_time),
+    "jsonb": lambda value: json_for_copy(json.dumps(value)),
+    "text": lambda value: _copy_escaped(_text(value)),
+}
+
+
+def converters(columns: Sequence[Column]) -> list[Callable[[Any], str]]:
+    """For each column, what turns a value of it into COPY text (UnstorableValue if none can)."""
+    return [_COPY_TEXT[sql_type(column)] for column in columns]
+
+
+def copy_line(resource_id: str, row: tuple, convert: Sequence[Callable[[Any], str]]) -> str:
+    """One row of a view's table in COPY text format: the resource id, then the values."""
+    fields = [resource_id]
+    fields += [
+        "\\N" if value is None else fn(value) for value, fn in zip(row, convert, strict=True)
+    ]
+    return "\t".join(fields) + "\n"
 
 
 # --- filters on rows: query-string text to the column's type ------------------------------

@@ -65,17 +65,6 @@ def observation(oid: str, pid: str, value: float = 72.5) -> dict:
     }
 
 
-@pytest.fixture
-async def views(session):
-    await handlers.ensure_builtin_views(session)
-    await session.commit()
-
-
-@pytest.fixture
-async def analyst(make_user):
-    return await make_user(Role.ANALYST)
-
-
 async def post_bundle(client, user, body, content_type=FHIR_JSON):
     content = body if isinstance(body, bytes) else json.dumps(body).encode()
     return await client.post(
@@ -292,6 +281,59 @@ async def test_views_of_ones_own(client, views, analyst, make_user):
         await client.delete(f"/flatten/views/{name}", headers=analyst.headers)
     ).status_code == 204
     assert (await client.get(f"/flatten/views/{name}", headers=analyst.headers)).status_code == 404
+
+
+async def test_text_with_tabs_newlines_and_backslashes_comes_back_as_it_was(
+    client, views, analyst, session
+):
+    """Rows go to PostgreSQL as COPY text, where these characters are escaped."""
+    pid = str(uuid.uuid4())
+    family = 'O\'Brien\tLee\nof "Cork" \\ \\N \\t\r'
+    given = ["A\\nn", "Ma\trie", "\\"]
+    person = patient(pid, family)
+    person["name"][0]["given"] = given
+    assert (await post_bundle(client, analyst, bundle(person))).status_code == 200
+    [row] = await rows(client, analyst, "patient", id=pid)
+    assert row["family_name"] == family
+    assert row["given_names"] == " ".join(given)
+
+    name = f"given_{uuid.uuid4().hex[:6]}"
+    definition = {
+        "resourceType": "ViewDefinition",
+        "name": name,
+        "resource": "Patient",
+        "select": [
+            {
+                "column": [
+                    {"name": "id", "path": "getResourceKey()", "type": "id"},
+                    {"name": "given", "path": "name.given", "collection": True},
+                ]
+            }
+        ],
+    }
+    created = await client.post("/flatten/views", json=definition, headers=analyst.headers)
+    assert created.status_code == 201, created.text
+    assert await rows(client, analyst, name, id=pid) == [{"id": pid, "given": given}]
+    stored = await session.scalar(
+        text("SELECT resource FROM flatten_resources WHERE id = :id"), {"id": pid}
+    )
+    assert stored == person
+
+
+async def test_a_nul_character_refuses_the_file_naming_the_resource(
+    client, views, analyst, session
+):
+    """PostgreSQL cannot store U+0000, in text or in JSONB: the resource is named, nothing is
+    loaded."""
+    good, bad = patient(str(uuid.uuid4())), patient(str(uuid.uuid4()), "Nul\u0000Lee")
+    response = await post_bundle(client, analyst, bundle(good, bad))
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"][0]["loc"][0] == f"Patient/{bad['id']}"
+    assert "NUL" in response.json()["errors"][0]["msg"]
+    stored = await session.scalar(
+        text("SELECT count(*) FROM flatten_resources WHERE id = :id"), {"id": good["id"]}
+    )
+    assert stored == 0
 
 
 @pytest.mark.parametrize(

@@ -1,22 +1,30 @@
-"""Flattening in a worker process gives the same rows and problems as in a thread, and a
-worker that dies leaves the load to the loading process."""
+"""A load prepared in a worker process gives the same chunks, problems and errors as one
+prepared in a thread; a worker lets go of its input when a load stops early, and one that dies
+leaves the loading process to do the work (before a load) or fails the load cleanly (during
+one)."""
 
+import contextlib
+import io
 import json
 import multiprocessing
 import os
 import signal
+import tempfile
+import time
+import uuid
 from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import text
 
 from features.fhir_flatten import handlers, loading, workers
-from features.fhir_flatten.sources import Upsert, read_bundle
+from features.fhir_flatten.sources import InvalidEntries, SourceError
 from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD
-from tests.fhir_flatten.test_router import bundle, patient, synthea_files
+from tests.fhir_flatten.test_router import bundle, patient, post_bundle, synthea_files
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def worker():
     workers.start(1)
     yield
@@ -28,50 +36,161 @@ def registry() -> loading.Registry:
     return loading.Registry.of(list(handlers.builtin_definitions().items()))
 
 
-def synthea_upserts() -> list[Upsert]:
-    upserts = []
-    for path in synthea_files():
-        with path.open("rb") as handle:
-            upserts += [item for item in read_bundle(handle) if isinstance(item, Upsert)]
-    return upserts
+def worker_pids() -> list[int]:
+    return [c.pid for c in multiprocessing.active_children() if "Process" in type(c).__name__]
 
 
-def texts(upserts: list[Upsert]) -> list[str]:
-    return [json.dumps(u.resource) for u in upserts]
+def synthea_bundle(path: Path) -> Path:
+    """Every Synthea bundle in one, with one Observation whose date cannot be stored."""
+    entries = [e for f in synthea_files() for e in json.loads(f.read_text())["entry"]]
+    broken = next(e for e in entries if e["resource"]["resourceType"] == "Observation")
+    broken["resource"]["effectiveDateTime"] = "not a date"
+    path.write_text(json.dumps({"resourceType": "Bundle", "type": "collection", "entry": entries}))
+    return path
 
 
-async def test_a_worker_gives_the_rows_and_problems_a_thread_gives(worker, registry):
-    upserts = synthea_upserts()
-    # One Observation whose value cannot be stored: its problem comes back from the worker.
-    broken = next(u for u in upserts if u.resource_type == "Observation")
-    broken.resource["effectiveDateTime"] = "not a date"
-    assert len(upserts) >= workers.MIN_RESOURCES
-
-    in_thread: list[dict[str, str]] = []
-    expected = await workers.flatten(registry, upserts[:10], texts(upserts[:10]), in_thread)
-    assert expected == loading.flatten(registry, upserts[:10], [])  # small: in a thread
-
-    in_worker: list[dict[str, str]] = []
-    rows = await workers.flatten(registry, upserts, texts(upserts), in_worker)
-    in_thread = []
-    assert rows == loading.flatten(registry, upserts, in_thread)
-    assert in_worker == in_thread
-    assert [p["resource"] for p in in_worker] == [f"Observation/{broken.id}"]
+async def collect(stream, registry, **kwargs) -> list[loading.Chunk]:
+    async with contextlib.aclosing(workers.chunks(stream, registry, **kwargs)) as chunks:
+        return [chunk async for chunk in chunks]
 
 
-async def test_when_the_worker_dies_the_loading_process_flattens(registry, caplog):
+async def test_a_worker_prepares_the_chunks_a_thread_prepares(registry, tmp_path):
+    path = synthea_bundle(tmp_path / "synthea.json")
+    with path.open("rb") as stream:
+        in_thread = await collect(stream, registry)  # no worker running
     workers.start(1)
     try:
-        [child] = [c for c in multiprocessing.active_children() if "Process" in type(c).__name__]
-        os.kill(child.pid, signal.SIGKILL)
-        child.join(10)
-        upserts = synthea_upserts()
-        problems: list[dict[str, str]] = []
-        rows = await workers.flatten(registry, upserts, texts(upserts), problems)
-        assert rows == loading.flatten(registry, upserts, [])
+        with path.open("rb") as stream:
+            from_file = await collect(stream, registry)
+        from_bytes = await collect(io.BytesIO(path.read_bytes()), registry)
+    finally:
+        workers.stop()
+    assert from_file == in_thread
+    assert from_bytes == in_thread
+    [problem] = [p for chunk in in_thread for p in chunk.problems]
+    assert problem["view"] == "observation" and "not a date" in problem["message"]
+
+
+@pytest.mark.parametrize(
+    ("content", "error", "says"),
+    [
+        (b"this is not json", SourceError, "expected a JSON object"),
+        (
+            b'{"resourceType": "Bundle", "type": "batch", "entry": [{"resource": {}}]}',
+            InvalidEntries,
+            "1 problem",
+        ),
+    ],
+)
+async def test_a_bad_input_raises_from_a_worker_as_from_a_thread(
+    worker, registry, content, error, says
+):
+    assert workers.running()
+    with pytest.raises(error) as raised:
+        await collect(io.BytesIO(content), registry)
+    assert says in str(raised.value)
+    workers.stop()
+    with pytest.raises(error) as in_thread:
+        await collect(io.BytesIO(content), registry)
+    assert str(raised.value) == str(in_thread.value)
+    assert getattr(raised.value, "problems", None) == getattr(in_thread.value, "problems", None)
+
+
+async def test_an_input_no_other_process_can_open_is_prepared_in_a_thread(worker, registry):
+    body = json.dumps(bundle(patient("unnamed-1"), patient("unnamed-2"))).encode()
+    with tempfile.TemporaryFile() as unnamed:  # no path to open it by
+        unnamed.write(body)
+        unnamed.seek(0)
+        assert workers.Input.of(unnamed) is None
+        [chunk] = await collect(unnamed, registry)
+    assert chunk.upserts == [("Patient", "unnamed-1"), ("Patient", "unnamed-2")]
+
+
+async def test_loads_on_one_worker_at_once_keep_apart(worker, registry):
+    size = loading.CHUNK + 10  # two chunks each
+    first = io.BytesIO(json.dumps(bundle(*(patient(f"a-{i}") for i in range(size)))).encode())
+    second = io.BytesIO(json.dumps(bundle(*(patient(f"b-{i}") for i in range(size)))).encode())
+    one = workers.chunks(first, registry)
+    two = workers.chunks(second, registry)
+    async with contextlib.aclosing(one), contextlib.aclosing(two):
+        taken = [await anext(one), await anext(two), await anext(one), await anext(two)]
+        assert [chunk async for chunk in one] == []
+    firsts = [key[1] for chunk in taken[0::2] for key in chunk.upserts]
+    seconds = [key[1] for chunk in taken[1::2] for key in chunk.upserts]
+    assert firsts == [f"a-{i}" for i in range(size)]
+    assert seconds == [f"b-{i}" for i in range(size)]
+
+
+def open_files(pid: int) -> list[str]:
+    fds = Path(f"/proc/{pid}/fd")
+    return [os.readlink(fd) for fd in fds.iterdir() if fds.exists()]
+
+
+async def test_a_load_stopped_early_lets_the_worker_close_its_input(worker, registry, tmp_path):
+    path = synthea_bundle(tmp_path / "large.json")
+    [pid] = worker_pids()
+    with path.open("rb") as stream:
+        chunks = workers.chunks(stream, registry)
+        async with contextlib.aclosing(chunks):
+            await anext(chunks)
+            assert str(path) in open_files(pid)
+    deadline = time.monotonic() + 10
+    while str(path) in open_files(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert str(path) not in open_files(pid)
+
+
+async def test_when_the_worker_died_before_a_load_the_loading_process_prepares_it(
+    registry, tmp_path
+):
+    path = synthea_bundle(tmp_path / "synthea.json")
+    with path.open("rb") as stream:
+        expected = await collect(stream, registry)
+    workers.start(1)
+    try:
+        [pid] = worker_pids()
+        os.kill(pid, signal.SIGKILL)
+        time.sleep(0.5)
+        with path.open("rb") as stream:
+            assert await collect(stream, registry) == expected
         assert not workers.running()
     finally:
         workers.stop()
+
+
+async def test_when_the_worker_dies_during_a_load_nothing_is_loaded(
+    client,
+    views,
+    analyst,
+    session,
+    monkeypatch,
+):
+    """The API answers 503 and the load's transaction is rolled back."""
+    ids = [str(uuid.uuid4()) for _ in range(6)]
+    # 6,000 lines of six patients: three chunks (each line a chunk holds is a resource).
+    lines = [json.dumps(patient(pid)) for pid in ids] * loading.CHUNK
+    workers.start(1)
+    [pid] = worker_pids()
+    store = loading._store
+
+    async def store_then_kill(*args):
+        await store(*args)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)  # once the first chunk is written
+
+    monkeypatch.setattr(loading, "_store", store_then_kill)
+    try:
+        response = await post_bundle(
+            client, analyst, "\n".join(lines).encode(), "application/fhir+ndjson"
+        )
+    finally:
+        workers.stop()
+    assert response.status_code == 503, response.text
+    assert "nothing was loaded" in response.json()["detail"]
+    stored = await session.scalar(
+        text("SELECT count(*) FROM flatten_resources WHERE id = ANY(:ids)"), {"ids": ids}
+    )
+    assert stored == 0
 
 
 def test_no_worker_is_started_for_zero_processes():
@@ -79,10 +198,8 @@ def test_no_worker_is_started_for_zero_processes():
     assert not workers.running()
 
 
-def test_the_service_starts_a_worker_and_flattens_a_large_load_in_it(live_server):
-    tasks = Path(
-        f"/proc/{live_server.pid}/task"
-    )  # children are listed by the thread that made them
+def test_the_service_starts_a_worker_and_loads_through_it(live_server):
+    tasks = Path(f"/proc/{live_server.pid}/task")  # children are listed by their thread
     children = [pid for task in tasks.iterdir() for pid in (task / "children").read_text().split()]
     commands = [Path(f"/proc/{pid}/cmdline").read_text() for pid in children]
     assert any("spawn_main" in command for command in commands), commands
@@ -91,7 +208,7 @@ def test_the_service_starts_a_worker_and_flattens_a_large_load_in_it(live_server
         f"{live_server.base_url}/auth/login",
         json={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD},
     ).json()["access_token"]
-    patients = [patient(f"worker-{i}", family=f"Worker{i}") for i in range(workers.MIN_RESOURCES)]
+    patients = [patient(f"worker-{i}", family=f"Worker{i}") for i in range(300)]
     loaded = httpx.post(
         f"{live_server.base_url}/flatten/bundles",
         json=bundle(*patients),
@@ -99,5 +216,5 @@ def test_the_service_starts_a_worker_and_flattens_a_large_load_in_it(live_server
         timeout=60,
     )
     assert loaded.status_code == 200, loaded.text
-    assert loaded.json()["rows"]["patient"] == workers.MIN_RESOURCES
+    assert loaded.json()["rows"]["patient"] == 300
     assert "flatten worker died" not in live_server.log_path.read_text()
