@@ -10,6 +10,7 @@ instant and a dateTime without a zone as UTC. The resource itself is kept whole 
 """
 
 import json
+import operator
 import re
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, date, datetime, time
@@ -200,38 +201,47 @@ def json_for_copy(value: str) -> str:
     return value.replace("\\", "\\\\")  # JSON text has no raw newline, return or tab
 
 
-def _as_text(convert: Callable[[Any], Any]) -> Callable[[Any], str]:
-    def to_text(value: Any) -> str:
-        return convert(value).isoformat()
+def _text_field(value: Any) -> str:
+    if isinstance(value, str):
+        if "\\" not in value and value.isprintable():  # the common case: nothing to escape
+            return value
+        return _copy_escaped(value)
+    return _copy_escaped(json.dumps(value))
 
-    return to_text
+
+def _field(to_text: Callable[[Any], str]) -> Callable[[Any], str]:
+    def field(value: Any) -> str:
+        return NULL if value is None else to_text(value)
+
+    return field
 
 
+NULL = "\\N"
 _COPY_TEXT: dict[str, Callable[[Any], str]] = {
-    "boolean": lambda value: "t" if _boolean(value) else "f",
-    "integer": lambda value: str(_integer(value)),
-    "bigint": lambda value: str(_integer(value)),
-    "numeric": lambda value: str(_decimal(value)),
-    "date": _as_text(_date),
-    "timestamptz": _as_text(_date_time),
-    "time": _as_text(_time),
-    "jsonb": lambda value: json_for_copy(json.dumps(value)),
-    "text": lambda value: _copy_escaped(_text(value)),
+    kind: _field(to_text)
+    for kind, to_text in {
+        "boolean": lambda value: "t" if _boolean(value) else "f",
+        "integer": lambda value: str(_integer(value)),
+        "bigint": lambda value: str(_integer(value)),
+        "numeric": lambda value: str(_decimal(value)),
+        "date": lambda value: _date(value).isoformat(),
+        "timestamptz": lambda value: _date_time(value).isoformat(),
+        "time": lambda value: _time(value).isoformat(),
+        "jsonb": lambda value: json_for_copy(json.dumps(value)),
+        "text": _text_field,
+    }.items()
 }
 
 
 def converters(columns: Sequence[Column]) -> list[Callable[[Any], str]]:
-    """For each column, what turns a value of it into COPY text (UnstorableValue if none can)."""
+    """For each column, what turns a value of it (or None) into COPY text; UnstorableValue when
+    the value cannot go in the column."""
     return [_COPY_TEXT[sql_type(column)] for column in columns]
 
 
 def copy_line(resource_id: str, row: tuple, convert: Sequence[Callable[[Any], str]]) -> str:
     """One row of a view's table in COPY text format: the resource id, then the values."""
-    fields = [resource_id]
-    fields += [
-        "\\N" if value is None else fn(value) for value, fn in zip(row, convert, strict=True)
-    ]
-    return "\t".join(fields) + "\n"
+    return "\t".join([resource_id, *map(operator.call, convert, row)]) + "\n"
 
 
 # --- filters on rows: query-string text to the column's type ------------------------------
