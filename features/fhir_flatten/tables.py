@@ -201,7 +201,13 @@ def json_for_copy(value: str) -> str:
     return value.replace("\\", "\\\\")  # JSON text has no raw newline, return or tab
 
 
+NULL = "\\N"
+
+
+# Each takes a value of its column, or None, to its COPY text.
 def _text_field(value: Any) -> str:
+    if value is None:
+        return NULL
     if isinstance(value, str):
         if "\\" not in value and value.isprintable():  # the common case: nothing to escape
             return value
@@ -209,27 +215,44 @@ def _text_field(value: Any) -> str:
     return _copy_escaped(json.dumps(value))
 
 
-def _field(to_text: Callable[[Any], str]) -> Callable[[Any], str]:
-    def field(value: Any) -> str:
-        return NULL if value is None else to_text(value)
-
-    return field
+def _boolean_field(value: Any) -> str:
+    return NULL if value is None else "t" if _boolean(value) else "f"
 
 
-NULL = "\\N"
+def _integer_field(value: Any) -> str:
+    return NULL if value is None else str(_integer(value))
+
+
+def _decimal_field(value: Any) -> str:
+    return NULL if value is None else str(_decimal(value))
+
+
+def _date_field(value: Any) -> str:
+    return NULL if value is None else _date(value).isoformat()
+
+
+def _date_time_field(value: Any) -> str:
+    return NULL if value is None else _date_time(value).isoformat()
+
+
+def _time_field(value: Any) -> str:
+    return NULL if value is None else _time(value).isoformat()
+
+
+def _json_field(value: Any) -> str:
+    return NULL if value is None else json_for_copy(json.dumps(value))
+
+
 _COPY_TEXT: dict[str, Callable[[Any], str]] = {
-    kind: _field(to_text)
-    for kind, to_text in {
-        "boolean": lambda value: "t" if _boolean(value) else "f",
-        "integer": lambda value: str(_integer(value)),
-        "bigint": lambda value: str(_integer(value)),
-        "numeric": lambda value: str(_decimal(value)),
-        "date": lambda value: _date(value).isoformat(),
-        "timestamptz": lambda value: _date_time(value).isoformat(),
-        "time": lambda value: _time(value).isoformat(),
-        "jsonb": lambda value: json_for_copy(json.dumps(value)),
-        "text": _text_field,
-    }.items()
+    "boolean": _boolean_field,
+    "integer": _integer_field,
+    "bigint": _integer_field,
+    "numeric": _decimal_field,
+    "date": _date_field,
+    "timestamptz": _date_time_field,
+    "time": _time_field,
+    "jsonb": _json_field,
+    "text": _text_field,
 }
 
 
