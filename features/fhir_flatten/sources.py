@@ -55,6 +55,7 @@ MAX_NESTING = 100
 # Small Bundles (a Synthea patient is about 1 MB) stay in memory; larger ones go to disk.
 SPOOL_MEMORY_BYTES = 2 * 1024 * 1024
 SNIFF_BYTES = 64 * 1024
+_TOO_DEEP = object()  # what a value nested too deeply for the parser reads as
 
 _RESOURCE_TYPE = re.compile(r"[A-Z][A-Za-z]+")
 _ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
@@ -219,14 +220,16 @@ def _read_resource(read: Callable[[int], bytes]) -> Upsert:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
         raise SourceError("not UTF-8 text", f"byte {error.start}") from None
-    if nests_deeper_than(text, MAX_NESTING):
-        raise SourceError(f"nested deeper than {MAX_NESTING} levels", "resource")
     try:
         resource = json.loads(text)
     except json.JSONDecodeError as error:
         offset = len(data) - len(text.encode()) + len(text[: error.pos].encode())
         where = f"byte {offset} (line {error.lineno}, column {error.colno})"
         raise SourceError(f"not valid JSON: {error.msg}", where) from None
+    except RecursionError:  # far deeper than MAX_NESTING
+        resource = _TOO_DEEP
+    if resource is _TOO_DEEP or nests_deeper_than(resource, MAX_NESTING):
+        raise SourceError(f"nested deeper than {MAX_NESTING} levels", "resource")
     problems = _Problems()
     resource_type, resource_id = _identify(resource, "resource", problems)
     if resource_type is None or resource_id is None:
@@ -284,7 +287,7 @@ class _BundleReader:
 
     def _take(self, event: Item) -> Upsert | Delete | None:
         where = f"entry[{event.index}]"
-        if event.too_deep or nests_deeper_than(event.text, MAX_NESTING):
+        if event.too_deep or nests_deeper_than(event.value, MAX_NESTING):
             self.problems.add(where, f"nested deeper than {MAX_NESTING} levels")
             return None
         action = _entry_action(event.value, where, self.problems)
@@ -295,19 +298,11 @@ class _BundleReader:
         full_url = event.value.get("fullUrl")
         if full_url is not None:
             _note_full_url(full_url, action, where, self.full_urls, self.problems)
-        targets = {}
-        for reference in _references_in(event.text, action.resource):
-            if _ABSOLUTE_URI.match(reference):
-                targets[reference] = target = self.full_urls.get(reference)
-                if target is None and reference.startswith(_PLACEHOLDER_PREFIXES):
-                    self.placeholders_ahead.add(reference)
-        if not self._now(event.index, action, event.text, now=None not in targets.values()):
+        resource, unknown = _resolve(event.text, self.full_urls, event.value)
+        self.placeholders_ahead.update(u for u in unknown if u.startswith(_PLACEHOLDER_PREFIXES))
+        if not self._now(event.index, action, event.text, now=not unknown):
             return None
-        if targets:
-            return _resolved(
-                action.resource_type, action.id, event.text, self.full_urls, event.value
-            )
-        return _with_id(action)
+        return _with_id(Upsert(action.resource_type, action.id, resource))
 
     def _now(self, index: int, action: Upsert | Delete, text: str, *, now: bool) -> bool:
         """Whether `action` comes out now; if not, it waits in the spool. Once a problem is
@@ -328,7 +323,8 @@ class _BundleReader:
             if is_delete:
                 yield Delete(resource_type, resource_id)
             else:
-                yield _resolved(resource_type, resource_id, text, self.full_urls)
+                resource, _ = _resolve(text, self.full_urls)
+                yield _with_id(Upsert(resource_type, resource_id, resource))
 
 
 def _with_id(upsert: Upsert) -> Upsert:
@@ -339,33 +335,55 @@ def _with_id(upsert: Upsert) -> Upsert:
     return Upsert(upsert.resource_type, upsert.id, resource)
 
 
-def _resolved(
-    resource_type: str, resource_id: str, text: str, full_urls: _FullUrls, entry: Any = None
-) -> Upsert:
-    """The resource of an entry, from its JSON `text` (or `entry`, that text parsed), with its
-    references to fullUrls rewritten to "Type/id"."""
+def _resolve(
+    text: str, full_urls: _FullUrls, entry: Any = None
+) -> tuple[dict[str, Any] | None, list[str]]:
+    """An entry's resource, from its JSON `text`, with its references to known fullUrls
+    rewritten to "Type/id"; and its absolute references no fullUrl read so far names.
+
+    With `entry` (that text, parsed) the resource is None when some are not known yet: the
+    entry waits, and is resolved again at the end."""
+    if "\\" in text and _ESCAPED_REFERENCE.search(text):
+        return _resolve_walking(text, full_urls, entry)
+    unknown: list[str] = []
+    changed = False
 
     def resolve(found: re.Match[str]) -> str:
-        target = full_urls.get(found[2])
-        return found[0] if target is None else f'{found[1]}{target}"'
+        nonlocal changed
+        reference = found[2]
+        if not _ABSOLUTE_URI.match(reference):
+            return found[0]
+        target = full_urls.get(reference)
+        if target is None:
+            unknown.append(reference)
+            return found[0]
+        changed = True
+        return f'{found[1]}{target}"'
 
-    if "\\" in text and _ESCAPED_REFERENCE.search(text):
-        resource = (orjson.loads(text) if entry is None else entry)["resource"]
-        for holder, reference in _references(resource):
+    resolved = _PLAIN_REFERENCE.sub(resolve, text)
+    if entry is not None:
+        if unknown:
+            return None, unknown
+        if not changed:
+            return entry["resource"], unknown
+    return orjson.loads(resolved)["resource"], unknown
+
+
+def _resolve_walking(
+    text: str, full_urls: _FullUrls, entry: Any
+) -> tuple[dict[str, Any] | None, list[str]]:
+    """_resolve, by walking the parsed resource: for the rare entry with an escape in a
+    reference, which the text cannot do."""
+    unknown: list[str] = []
+    resource = (orjson.loads(text) if entry is None else entry)["resource"]
+    for holder, reference in _references(resource):
+        if _ABSOLUTE_URI.match(reference):
             target = full_urls.get(reference)
-            if target is not None:
+            if target is None:
+                unknown.append(reference)
+            else:
                 holder["reference"] = target
-    else:
-        resource = orjson.loads(_PLAIN_REFERENCE.sub(resolve, text))["resource"]
-    return _with_id(Upsert(resource_type, resource_id, resource))
-
-
-def _references_in(text: str, resource: dict) -> list[str]:
-    """Every reference in an entry, from its JSON `text` (or, when a reference has an escape
-    in it, from the parsed `resource`)."""
-    if "\\" in text and _ESCAPED_REFERENCE.search(text):
-        return [reference for _, reference in _references(resource)]
-    return [found[2] for found in _PLAIN_REFERENCE.finditer(text)]
+    return (None if unknown and entry is not None else resource), unknown
 
 
 def _spool(spool: IO[bytes], index: int, action: Upsert | Delete, text: str) -> None:
@@ -566,13 +584,15 @@ def _ndjson_line(line: bytes, where: str, problems: _Problems) -> Upsert | None:
     except UnicodeDecodeError as error:
         problems.add(where, f"not UTF-8 text at byte {error.start + 1} of the line")
         return None
-    if nests_deeper_than(text, MAX_NESTING):
-        problems.add(where, f"nested deeper than {MAX_NESTING} levels")
-        return None
     try:
         resource = json.loads(text)
     except json.JSONDecodeError as error:
         problems.add(where, f"not valid JSON: {error.msg} at column {error.colno}")
+        return None
+    except RecursionError:  # far deeper than MAX_NESTING
+        resource = _TOO_DEEP
+    if resource is _TOO_DEEP or nests_deeper_than(resource, MAX_NESTING):
+        problems.add(where, f"nested deeper than {MAX_NESTING} levels")
         return None
     resource_type, resource_id = _identify(resource, where, problems, name_fields=False)
     if resource_type is None or resource_id is None:
