@@ -606,6 +606,24 @@ def test_nesting_beyond_the_json_parser_is_a_problem_not_a_crash() -> None:
     assert problems_of(line.encode(), ndjson) == [("line 1", "nested deeper than 100 levels")]
 
 
+def test_nesting_is_measured_in_objects_and_arrays_up_to_the_limit() -> None:
+    def nested(depth: int) -> object:
+        return json.loads('{"a": ' * (depth - 1) + "[]" + "}" * (depth - 1))
+
+    assert not jsonstream.nests_deeper_than(nested(100), 100)
+    assert jsonstream.nests_deeper_than(nested(101), 100)
+    assert not jsonstream.nests_deeper_than("a string", 0)
+    assert jsonstream.nests_deeper_than([[], {"b": [1, {"c": 2}]}], 3)  # four levels
+    assert not jsonstream.nests_deeper_than([[], {"b": [1, "c"]}], 3)
+
+    resource = '{"resourceType": "Basic", "id": "b", "x": ' + "[" * 150 + "]" * 150 + "}"
+    error = source_error(resource.encode(), lambda data: list(read_any(io.BytesIO(data))))
+    assert (error.message, error.where) == ("nested deeper than 100 levels", "resource")
+    deeper = '{"resourceType": "Basic", "id": "b", "x": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    error = source_error(deeper.encode(), lambda data: list(read_any(io.BytesIO(data))))
+    assert error.message in ("nested deeper than 100 levels", "nested too deeply to read")
+
+
 def test_an_entry_larger_than_the_limit_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sources, "MAX_ENTRY_CHARS", 1000)
     padding = "x" * 2000
