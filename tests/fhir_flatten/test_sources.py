@@ -616,10 +616,11 @@ def test_nesting_is_measured_in_objects_and_arrays_up_to_the_limit() -> None:
     assert jsonstream.nests_deeper_than([[], {"b": [1, {"c": 2}]}], 3)  # four levels
     assert not jsonstream.nests_deeper_than([[], {"b": [1, "c"]}], 3)
 
-    resource = '{"resourceType": "Basic", "id": "b", "x": ' + "[" * 150 + "]" * 150 + "}"
+    # On several lines: one resource (on one line, it would be NDJSON).
+    resource = '{"resourceType": "Basic",\n"id": "b", "x": ' + "[" * 150 + "]" * 150 + "}"
     error = source_error(resource.encode(), lambda data: list(read_any(io.BytesIO(data))))
     assert (error.message, error.where) == ("nested deeper than 100 levels", "resource")
-    deeper = '{"resourceType": "Basic", "id": "b", "x": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    deeper = '{"resourceType": "Basic",\n"id": "b", "x": ' + "[" * 100_000 + "]" * 100_000 + "}"
     error = source_error(deeper.encode(), lambda data: list(read_any(io.BytesIO(data))))
     assert error.message in ("nested deeper than 100 levels", "nested too deeply to read")
 
