@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import structlog
 from anyio import to_thread
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -26,6 +27,8 @@ from features.fhir_flatten.models import FlatView, StoredResource
 from features.fhir_flatten.schemas import ColumnInfo, ViewInfo
 from features.fhir_flatten.sources import InvalidEntries, SourceError
 from features.fhir_flatten.viewdef import CompiledView, ViewError, compile_view
+
+log = structlog.get_logger(__name__)
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "views"
 ROW_FORMATS = ("json", "ndjson", "csv")
@@ -303,7 +306,9 @@ async def stored_view_rows(
 
     The first page is evaluated at once, on the request's session, so that a view that cannot
     run on the stored data is a 422 like any other; the other pages are read, each on a short
-    session of its own, while the answer streams."""
+    session of its own, while the answer streams. When the view fails on a later page, the
+    answer has started: it is cut off without its proper end (the client sees an incomplete
+    response, never a short one that looks whole), and the reason is logged."""
     page = await stored_page(session, view.resource, None)
     first = await run_view(view, [resource for _, resource in page])
 
@@ -311,9 +316,15 @@ async def stored_view_rows(
         yield first
         last = page
         while len(last) == loading.CHUNK:
+            after = last[-1][0]
             async with sessionmaker() as own:
-                last = await stored_page(own, view.resource, last[-1][0])
-            yield await run_view(view, [resource for _, resource in last])
+                last = await stored_page(own, view.resource, after)
+            try:
+                batch = await run_view(view, [resource for _, resource in last])
+            except UnprocessableContent as exc:
+                log.error("flatten.run_cut_off", view=view.name, after_id=after, reason=exc.detail)
+                raise
+            yield batch
 
     return batches()
 

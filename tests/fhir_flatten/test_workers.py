@@ -1,7 +1,8 @@
 """A load prepared in a worker process gives the same chunks, problems and errors as one
 prepared in a thread; a worker lets go of its input when a load stops early, and one that dies
 leaves the loading process to do the work (before a load) or fails the load cleanly (during
-one)."""
+one). Against the running service: it loads through its worker, and a `$run` that fails after
+its answer has started cuts it off visibly."""
 
 import contextlib
 import io
@@ -193,6 +194,13 @@ async def test_when_the_worker_dies_during_a_load_nothing_is_loaded(
     assert stored == 0
 
 
+def admin_token(live_server) -> str:
+    return httpx.post(
+        f"{live_server.base_url}/auth/login",
+        json={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD},
+    ).json()["access_token"]
+
+
 def test_no_worker_is_started_for_zero_processes():
     workers.start(0)
     assert not workers.running()
@@ -204,10 +212,7 @@ def test_the_service_starts_a_worker_and_loads_through_it(live_server):
     commands = [Path(f"/proc/{pid}/cmdline").read_text() for pid in children]
     assert any("spawn_main" in command for command in commands), commands
 
-    token = httpx.post(
-        f"{live_server.base_url}/auth/login",
-        json={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD},
-    ).json()["access_token"]
+    token = admin_token(live_server)
     patients = [patient(f"worker-{i}", family=f"Worker{i}") for i in range(300)]
     loaded = httpx.post(
         f"{live_server.base_url}/flatten/bundles",
@@ -218,3 +223,34 @@ def test_the_service_starts_a_worker_and_loads_through_it(live_server):
     assert loaded.status_code == 200, loaded.text
     assert loaded.json()["rows"]["patient"] == 300
     assert "flatten worker died" not in live_server.log_path.read_text()
+
+
+def test_run_failing_on_a_later_page_cuts_the_answer_off_visibly(live_server):
+    """$run over the stored resources streams page by page: a view that fails on a resource of
+    a later page cannot be a 422 any more, so the answer ends without its proper end."""
+    headers = {"Authorization": f"Bearer {admin_token(live_server)}"}
+    family = f"Cut{uuid.uuid4().hex[:8]}"
+    # One given name each, so `name.given` is one value; the last one by id has two.
+    people = [patient(f"aaaa-{family}-{i:05}", family) for i in range(loading.CHUNK + 10)]
+    for person in people:
+        person["name"][0]["given"] = ["Ann"]
+    people.append(patient(f"zzzz-{family}", family))
+    loaded = httpx.post(
+        f"{live_server.base_url}/flatten/bundles", json=bundle(*people), headers=headers, timeout=60
+    )
+    assert loaded.status_code == 200, loaded.text
+    definition = {
+        "resourceType": "ViewDefinition",
+        "resource": "Patient",
+        "where": [{"path": f"name.family = '{family}'"}],
+        "select": [{"column": [{"name": "given", "path": "name.given"}]}],
+    }
+    url = f"{live_server.base_url}/flatten/ViewDefinition/$run?format=ndjson"
+    with httpx.stream("POST", url, json=definition, headers=headers, timeout=60) as answer:
+        assert answer.status_code == 200
+        received = []
+        with pytest.raises(httpx.RemoteProtocolError):
+            for line in answer.iter_lines():
+                received.append(line)
+    assert 0 < len(received) <= loading.CHUNK + 10
+    assert "flatten.run_cut_off" in live_server.log_path.read_text()
