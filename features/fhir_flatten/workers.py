@@ -169,6 +169,7 @@ async def _in_thread(
         # The thread must be done with the input before the caller closes it.
         with contextlib.suppress(Exception):
             await making
+        prepared.close()  # and the reader's spool, if it has one, goes at once
 
 
 def _drop(pool: ProcessPoolExecutor) -> None:
