@@ -194,6 +194,33 @@ async def test_when_the_worker_dies_during_a_load_nothing_is_loaded(
     assert stored == 0
 
 
+async def test_a_body_past_the_memory_limit_reaches_the_worker_as_a_named_file(
+    client, views, analyst, monkeypatch
+):
+    from features.fhir_flatten import router
+
+    monkeypatch.setattr(router, "SPOOL_IN_MEMORY_BYTES", 4096)
+    opened: list[workers.Input | None] = []
+    input_of = workers.Input.of
+
+    def recording(stream, **kwargs):
+        opened.append(input_of(stream, **kwargs))
+        return opened[-1]
+
+    monkeypatch.setattr(workers.Input, "of", recording)
+    people = [patient(f"spooled-{uuid.uuid4()}") for _ in range(50)]
+    workers.start(1)
+    try:
+        response = await post_bundle(client, analyst, bundle(*people))
+    finally:
+        workers.stop()
+    assert response.status_code == 200, response.text
+    assert response.json()["resources"] == {"Patient": 50}
+    [source] = opened
+    assert source is not None and source.path is not None and not source.data
+    assert not Path(source.path).exists()  # the temporary file is gone with the request
+
+
 def admin_token(live_server) -> str:
     return httpx.post(
         f"{live_server.base_url}/auth/login",

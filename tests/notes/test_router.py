@@ -328,6 +328,10 @@ async def test_notes_are_listed_newest_first_and_filtered(client, clinician, not
         notes_url, params={"taken_after": "2026-01-02T08:00:00"}, headers=clinician.headers
     )
     assert naive.status_code == 422
+    assert naive.json()["errors"][0]["loc"] == ["query", "taken_after"]
+    unknown = await client.get(notes_url, params={"note_type": "gossip"}, headers=clinician.headers)
+    assert unknown.status_code == 422
+    assert unknown.json()["errors"][0]["loc"] == ["query", "note_type"]
 
 
 async def test_all_notes_are_listed_for_clinicians_by_patient(
