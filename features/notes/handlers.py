@@ -1,3 +1,4 @@
+import functools
 import hashlib
 import uuid
 from dataclasses import dataclass
@@ -313,3 +314,22 @@ async def _notes_changed(session: AsyncSession, patient_id: uuid.UUID) -> None:
             set_={"version": PatientNotesVersion.version + 1},
         )
     )
+
+
+@functools.lru_cache(maxsize=4096)
+def generic_name(name: str) -> str:
+    """The drug's generic name, lower case ("Lasix" -> "furosemide"); the name itself, folded,
+    when the extractor does not know it as a drug."""
+    found = extraction.extract_facts(name, ()).medications
+    return " ".join((found[0].name if found else name).lower().split())
+
+
+def same_drug(a: str, b: str) -> bool:
+    """Whether two names, brand or generic, are the same drug."""
+    return generic_name(a) == generic_name(b)
+
+
+def medications_named(text: str) -> list[str]:
+    """The drugs a text names (an LLM's summary, say), as the extractor reads them."""
+    facts = extraction.extract_facts(text, extraction.split_sections(text))
+    return [medication.name for medication in facts.medications]

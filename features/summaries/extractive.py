@@ -97,14 +97,38 @@ def _normal(name: str) -> str:
     return " ".join(name.lower().rstrip(".").split())
 
 
-def _cite(items: dict[str, dict[str, Any]], key: str, note_id: str, item: dict[str, Any]) -> None:
+def citation(note_id: str, fact: dict[str, Any]) -> dict[str, Any]:
+    """Where the fact stands in its note: the note, the span and the text there."""
+    span = fact.get("span") or {}
+    return {
+        "note_id": note_id,
+        "start": span.get("start", 0),
+        "end": span.get("end", 0),
+        "text": fact.get("text", ""),
+    }
+
+
+def _cite(
+    items: dict[str, dict[str, Any]],
+    key: str,
+    note_id: str,
+    item: dict[str, Any],
+    fact: dict[str, Any],
+) -> None:
     if key in items:
         if note_id not in items[key]["note_ids"]:
             items[key]["note_ids"].append(note_id)
+        items[key]["citations"].append(citation(note_id, fact))
         # The latest mention says best how things are now (doses change).
-        items[key].update({k: v for k, v in item.items() if k != "note_ids"})
+        items[key].update(item)
     else:
-        items[key] = {**item, "note_ids": [note_id]}
+        items[key] = {**item, "note_ids": [note_id], "citations": [citation(note_id, fact)]}
+
+
+def is_current(diagnosis: dict[str, Any]) -> bool:
+    """A problem the patient has now: not denied, possible, resolved or a relative's. Notes
+    stored before statuses were read count as current."""
+    return diagnosis.get("status", "current") == "current"
 
 
 def key_information(notes: Sequence[NoteFacts]) -> dict[str, Any]:
@@ -120,7 +144,8 @@ def key_information(notes: Sequence[NoteFacts]) -> dict[str, Any]:
         note_id = str(note.id)
         facts = note.facts
         for item in facts.get("diagnoses", ()):
-            _cite(diagnoses, _normal(item["name"]), note_id, {"name": item["name"]})
+            if is_current(item):
+                _cite(diagnoses, _normal(item["name"]), note_id, {"name": item["name"]}, item)
         for item in facts.get("medications", ()):
             _cite(
                 medications,
@@ -132,6 +157,7 @@ def key_information(notes: Sequence[NoteFacts]) -> dict[str, Any]:
                     "route": item.get("route"),
                     "frequency": item.get("frequency"),
                 },
+                item,
             )
         for item in facts.get("allergies", ()):
             _cite(
@@ -139,6 +165,7 @@ def key_information(notes: Sequence[NoteFacts]) -> dict[str, Any]:
                 _normal(item["substance"]),
                 note_id,
                 {"substance": item["substance"], "reaction": item.get("reaction")},
+                item,
             )
         no_known_allergies = no_known_allergies or bool(facts.get("no_known_allergies"))
         for item in facts.get("vitals", ()):
@@ -149,6 +176,7 @@ def key_information(notes: Sequence[NoteFacts]) -> dict[str, Any]:
                 "unit": item["unit"],
                 "taken_at": note.taken_at.isoformat(),
                 "note_ids": [note_id],
+                "citations": [citation(note_id, item)],
             }
     return {
         "diagnoses": list(diagnoses.values()),

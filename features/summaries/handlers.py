@@ -10,13 +10,13 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.clients.llm import LLMClient, LLMError, LLMInvalidAnswer
+from app.clients.llm import LLMClient, LLMError
 from app.db import DirectStatements
 from app.security import Principal, TokenClaims
 from features.audit import handlers as audit
 from features.notes import handlers as notes
 from features.patients import handlers as patients
-from features.summaries import extractive, prompt
+from features.summaries import extractive, grounding, prompt
 from features.summaries.models import CachedSummary
 from features.summaries.schemas import (
     Audience,
@@ -113,22 +113,48 @@ def _to_facts(note: Any) -> extractive.NoteFacts:
     )
 
 
-def _validated_llm_answer(answer: LLMSummary, sent_ids: set[str]) -> dict[str, Any]:
-    """The LLM's key facts, refused when they cite notes it was not given."""
-    cited = {
-        note_id
-        for items in (answer.diagnoses, answer.medications, answer.allergies)
-        for item in items
-        for note_id in item.note_ids
-    }
-    unknown = cited - sent_ids
-    if unknown:
-        raise LLMInvalidAnswer(f"the answer cited {len(unknown)} note id(s) it was not given")
-    return {
-        "diagnoses": [item.model_dump() for item in answer.diagnoses],
-        "medications": [item.model_dump() for item in answer.medications],
-        "allergies": [item.model_dump() for item in answer.allergies],
-    }
+ANSWER_NOT_GROUNDED = "the LLM's text named facts the notes do not bear out"
+
+
+def _text_only_medications(
+    summary: str, key_information: dict[str, Any]
+) -> list[grounding.Unsupported]:
+    """Drugs the LLM's text names that no note records: an invented or injected medication
+    that its lists left out still must not reach the clinician."""
+    known = [item["name"] for item in key_information["medications"]]
+    known += [item["substance"] for item in key_information["allergies"]]
+    return [
+        grounding.Unsupported("medication", name, None, None, "only_in_text")
+        for name in notes.medications_named(summary)
+        if not any(notes.same_drug(name, other) for other in known)
+    ]
+
+
+async def _grounded(
+    answer: LLMSummary,
+    entries: list[dict[str, Any]],
+    notes_facts: list[extractive.NoteFacts],
+    texts: dict[uuid.UUID, str],
+    load_texts: Callable[[list[uuid.UUID]], Awaitable[dict[uuid.UUID, str]]],
+    key_info: dict[str, Any],
+) -> tuple[grounding.Merged, list[grounding.Unsupported]]:
+    """The answer's facts checked against the notes they cite and joined with the notes' own;
+    and what was left out as unsupported."""
+    sent = {entry["id"] for entry in entries}
+    missing = [n.id for n in notes_facts if str(n.id) in sent and n.id not in texts]
+    if missing:  # notes sent as their facts: their quotes are checked against the text too
+        texts = {**texts, **await load_texts(missing)}
+    evidence = [
+        grounding.NoteEvidence(str(n.id), texts.get(n.id, ""), n.facts)
+        for n in notes_facts
+        if str(n.id) in sent
+    ]
+    checked = grounding.check_answer(answer, evidence, notes.same_drug)
+    merged = grounding.merge(checked, answer, key_info, notes.same_drug)
+    unsupported = checked.unsupported + _text_only_medications(
+        answer.summary, merged.key_information
+    )
+    return merged, unsupported
 
 
 async def _generate(
@@ -149,6 +175,7 @@ async def _generate(
         for n in notes_facts
     ]
     fallback_reason = None
+    unsupported: list[grounding.Unsupported] = []
     if not notes_facts:
         fallback_reason = NO_NOTES
     elif not llm.enabled:
@@ -175,30 +202,35 @@ async def _generate(
                 output_model=LLMSummary,
                 max_output_tokens=MAX_OUTPUT_TOKENS[length],
             )
-            llm_facts = _validated_llm_answer(result.value, {entry["id"] for entry in entries})
+            merged, unsupported = await _grounded(
+                result.value, entries, notes_facts, texts, load_texts, key_info
+            )
         except LLMError as exc:
             fallback_reason = f"the LLM failed: {exc.reason}"
             log.warning("summary.llm_fallback", reason=exc.reason)
         else:
-            for source, sent_as in zip(sources, plan, strict=True):
-                source["sent_as"] = sent_as
-            return {
-                "summary": result.value.summary,
-                # Vital signs come from the extracted data: exact values with their dates.
-                "key_information": {
-                    **llm_facts,
-                    "no_known_allergies": key_info["no_known_allergies"]
-                    and not llm_facts["allergies"],
-                    "latest_vital_signs": key_info["latest_vital_signs"],
-                },
-                "sources": sources,
-                "generator": {
-                    "kind": "llm",
-                    "model": result.model,
-                    "duration_ms": result.duration_ms,
-                    "fallback_reason": None,
-                },
-            }
+            if grounding.named_in_text(result.value.summary, unsupported) or any(
+                fact.reason == "only_in_text" for fact in unsupported
+            ):
+                fallback_reason = ANSWER_NOT_GROUNDED
+                log.warning("summary.llm_fallback", reason=fallback_reason)
+            else:
+                for source, sent_as in zip(sources, plan, strict=True):
+                    source["sent_as"] = sent_as
+                return {
+                    "summary": merged.summary,
+                    # Vital signs come from the extracted data: exact values with their dates.
+                    "key_information": merged.key_information,
+                    "sources": sources,
+                    "generator": {
+                        "kind": "llm",
+                        "model": result.model,
+                        "duration_ms": result.duration_ms,
+                        "fallback_reason": None,
+                    },
+                    "unsupported_facts": [fact.to_dict() for fact in unsupported],
+                    "disagreements": merged.disagreements,
+                }
     for source in sources:
         source["sent_as"] = "none"
     summary = extractive.narrative(notes_facts, key_info, subject, audience=audience, length=length)
@@ -212,6 +244,7 @@ async def _generate(
             "duration_ms": round((time.perf_counter() - started) * 1000),
             "fallback_reason": fallback_reason,
         },
+        "unsupported_facts": [fact.to_dict() for fact in unsupported],
     }
 
 

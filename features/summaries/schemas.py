@@ -16,9 +16,27 @@ class SummaryPatient(BaseModel):
     birth_date: date
 
 
+FoundBy = Literal["llm", "notes"]
+
+
+class Citation(BaseModel):
+    """Where in a note an item was read: `note_text[start:end] == text`."""
+
+    note_id: uuid.UUID
+    start: int
+    end: int
+    text: str
+
+
 class CitedDiagnosis(BaseModel):
     name: str
     note_ids: list[uuid.UUID]
+    citations: list[Citation] = []
+    found_by: list[FoundBy] = Field(
+        default=["notes"],
+        description="Who named the item: the LLM (its quote checked against the note), the "
+        "rules that read the notes, or both.",
+    )
 
 
 class CitedMedication(BaseModel):
@@ -27,12 +45,16 @@ class CitedMedication(BaseModel):
     route: str | None = None
     frequency: str | None = None
     note_ids: list[uuid.UUID]
+    citations: list[Citation] = []
+    found_by: list[FoundBy] = ["notes"]
 
 
 class CitedAllergy(BaseModel):
     substance: str
     reaction: str | None = None
     note_ids: list[uuid.UUID]
+    citations: list[Citation] = []
+    found_by: list[FoundBy] = ["notes"]
 
 
 class CitedVitalSign(BaseModel):
@@ -42,6 +64,7 @@ class CitedVitalSign(BaseModel):
     unit: str
     taken_at: datetime
     note_ids: list[uuid.UUID]
+    citations: list[Citation] = []
 
 
 class KeyInformation(BaseModel):
@@ -50,6 +73,35 @@ class KeyInformation(BaseModel):
     allergies: list[CitedAllergy]
     no_known_allergies: bool
     latest_vital_signs: list[CitedVitalSign]
+
+
+FactKind = Literal["diagnosis", "medication", "allergy"]
+
+
+class UnsupportedFact(BaseModel):
+    """An item the LLM named that the cited note does not bear out: left out of the summary."""
+
+    kind: FactKind
+    name: str
+    note_id: str | None = Field(description="The note it cited, as the LLM wrote the id.")
+    quote: str | None
+    reason: Literal[
+        "note_not_given", "quote_not_in_note", "not_in_quote", "negated_in_note", "only_in_text"
+    ] = Field(
+        description="note_not_given: it cites a note the LLM was not sent; quote_not_in_note: "
+        "its quote is not in the note (after normalising whitespace and case); not_in_quote: "
+        "the quote is in the note but does not name it; negated_in_note: the note denies or "
+        "rules it out; only_in_text: the LLM's text names it, with no citation at all."
+    )
+
+
+class Disagreement(BaseModel):
+    """The LLM and the notes disagree; the summary shows what the notes say."""
+
+    kind: FactKind
+    name: str
+    issue: Literal["omitted_by_llm", "contradicted_by_llm", "differs_from_notes"]
+    detail: str
 
 
 class SummarySource(BaseModel):
@@ -91,6 +143,16 @@ class SummaryBody(BaseModel):
     sources: list[SummarySource]
     generator: Generator
     generated_at: datetime
+    unsupported_facts: list[UnsupportedFact] = Field(
+        default=[],
+        description="What the LLM named that the notes do not bear out, and why: none of it is "
+        "in the summary.",
+    )
+    disagreements: list[Disagreement] = Field(
+        default=[],
+        description="Where the LLM and the notes disagree (an allergy it left out, 'no known "
+        "allergies' against a recorded one, another dose): the summary shows the notes' fact.",
+    )
 
 
 class SummaryRead(SummaryHead, SummaryBody):
@@ -98,9 +160,18 @@ class SummaryRead(SummaryHead, SummaryBody):
 
 
 # What the LLM must answer (validated; anything else falls back to the extractive summary).
+class LLMCitation(BaseModel):
+    note_id: str = Field(description="The id of the note, as given.")
+    quote: str = Field(
+        min_length=1,
+        max_length=500,
+        description="Words copied exactly from that note's text that state the item.",
+    )
+
+
 class LLMDiagnosis(BaseModel):
     name: str = Field(min_length=1, max_length=300)
-    note_ids: list[str] = Field(min_length=1)
+    citations: list[LLMCitation] = Field(min_length=1)
 
 
 class LLMMedication(BaseModel):
@@ -108,13 +179,13 @@ class LLMMedication(BaseModel):
     dose: str | None
     route: str | None
     frequency: str | None
-    note_ids: list[str] = Field(min_length=1)
+    citations: list[LLMCitation] = Field(min_length=1)
 
 
 class LLMAllergy(BaseModel):
     substance: str = Field(min_length=1, max_length=200)
     reaction: str | None
-    note_ids: list[str] = Field(min_length=1)
+    citations: list[LLMCitation] = Field(min_length=1)
 
 
 class LLMSummary(BaseModel):
@@ -122,3 +193,4 @@ class LLMSummary(BaseModel):
     diagnoses: list[LLMDiagnosis]
     medications: list[LLMMedication]
     allergies: list[LLMAllergy]
+    no_known_allergies: bool = Field(default=False, description="True only when a note says so.")

@@ -91,25 +91,45 @@ def record_of(request) -> dict:
     return json.loads(document)
 
 
-def good_answer(body: dict) -> dict:
-    record = json.loads(
+def sent_notes(body: dict) -> list[dict]:
+    return json.loads(
         re.search(r"<record>\n(.*)\n</record>", body["messages"][1]["content"], re.DOTALL).group(1)
-    )
-    ids = [note["id"] for note in record["notes"]]
-    return {
-        "summary": f"Summary of {len(ids)} notes.",
-        "diagnoses": [{"name": "Heart failure", "note_ids": ids}],
-        "medications": [
-            {
-                "name": "furosemide",
-                "dose": "40 mg",
-                "route": "po",
-                "frequency": "daily",
-                "note_ids": ids[-1:],
-            }
-        ],
-        "allergies": [{"substance": "penicillin", "reaction": "hives", "note_ids": ids[:1]}],
+    )["notes"]
+
+
+def citations(notes: list[dict], quote: str) -> list[dict]:
+    """A citation of `quote` in each sent note whose text (or facts) has it."""
+    return [
+        {"note_id": note["id"], "quote": quote}
+        for note in notes
+        if quote.lower() in json.dumps(note, ensure_ascii=False).lower()
+    ]
+
+
+def good_answer(body: dict) -> dict:
+    """What a careful LLM answers: each item quoting the notes that state it."""
+    notes = sent_notes(body)
+    items = {
+        "diagnoses": {"name": "Heart failure", "quote": "Congestive heart failure"},
+        "medications": {
+            "name": "furosemide",
+            "dose": "40 mg",
+            "route": "po",
+            "frequency": "daily",
+            "quote": "furosemide 40 mg",
+        },
+        "allergies": {
+            "substance": "penicillin",
+            "reaction": "hives",
+            "quote": "penicillin (hives)",
+        },
     }
+    answer = {"summary": f"Summary of {len(notes)} notes.", "no_known_allergies": False}
+    for key, item in items.items():
+        quote = item.pop("quote")
+        cited = citations(notes, quote)
+        answer[key] = [{**item, "citations": cited}] if cited else []
+    return answer
 
 
 # --- offline (no API key) -------------------------------------------------------------------
@@ -351,18 +371,198 @@ async def test_when_the_llm_fails_the_extractive_summary_answers_and_says_why(
     assert again.json()["generator"]["kind"] == "llm"
 
 
-async def test_an_answer_citing_notes_it_was_not_given_is_refused(
+# --- what the LLM says is held against the notes ---------------------------------------------
+
+
+async def llm_summary(client, clinician, patient, llm, answer) -> dict:
+    llm.respond_with(answer)
+    response = await client.get(summary_url(patient), headers=clinician.headers)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def unsupported(body: dict) -> dict[str, str]:
+    return {fact["name"]: fact["reason"] for fact in body["unsupported_facts"]}
+
+
+async def test_an_allergy_the_llm_leaves_out_stays_in_the_summary(
     client, clinician, patient, two_notes, llm
 ):
-    def lying(body):
+    def forgetful(body):
+        return {**good_answer(body), "allergies": []}
+
+    body = await llm_summary(client, clinician, patient, llm, forgetful)
+    assert body["generator"]["kind"] == "llm"
+    [allergy] = body["key_information"]["allergies"]
+    assert allergy["substance"].lower() == "penicillin" and allergy["found_by"] == ["notes"]
+    assert allergy["note_ids"] == [two_notes[0]["id"]]
+    [citation] = allergy["citations"]
+    assert ADMISSION[citation["start"] : citation["end"]] == citation["text"]
+    assert [(d["name"].lower(), d["issue"]) for d in body["disagreements"]] == [
+        ("penicillin", "omitted_by_llm")
+    ]
+    assert body["key_information"]["no_known_allergies"] is False
+
+
+async def test_no_known_allergies_from_the_llm_against_a_recorded_allergy(
+    client, clinician, patient, two_notes, llm
+):
+    def contradicting(body):
         answer = good_answer(body)
-        answer["diagnoses"][0]["note_ids"] = [str(uuid.uuid4())]
+        answer.update(
+            summary="Heart failure, better. No known drug allergies.",
+            allergies=[],
+            no_known_allergies=True,
+        )
         return answer
 
-    llm.respond_with(lying)
-    response = await client.get(summary_url(patient), headers=clinician.headers)
-    assert response.json()["generator"]["kind"] == "extractive"
-    assert "not given" in response.json()["generator"]["fallback_reason"]
+    body = await llm_summary(client, clinician, patient, llm, contradicting)
+    info = body["key_information"]
+    assert info["no_known_allergies"] is False
+    assert [a["substance"].lower() for a in info["allergies"]] == ["penicillin"]
+    assert body["summary"].startswith("Allergies recorded in the notes: penicillin (hives).")
+    assert ("penicillin", "contradicted_by_llm") in {
+        (d["name"].lower(), d["issue"]) for d in body["disagreements"]
+    }
+
+
+async def test_a_drug_the_llm_invents_citing_a_real_note_is_left_out(
+    client, clinician, patient, two_notes, llm
+):
+    def inventing(body):
+        answer = good_answer(body)
+        first = sent_notes(body)[0]["id"]
+        answer["medications"].append(
+            {
+                "name": "warfarin",
+                "dose": "5 mg",
+                "route": None,
+                "frequency": "daily",
+                "citations": [{"note_id": first, "quote": "Start furosemide 40 mg IV"}],
+            }
+        )
+        return answer
+
+    body = await llm_summary(client, clinician, patient, llm, inventing)
+    assert body["generator"]["kind"] == "llm"
+    assert "warfarin" not in json.dumps(body["key_information"]).lower()
+    assert unsupported(body) == {"warfarin": "not_in_quote"}
+    [furosemide] = body["key_information"]["medications"]
+    assert furosemide["found_by"] == ["llm", "notes"]
+
+
+async def test_an_invented_drug_in_the_llms_text_makes_the_summary_extractive(
+    client, clinician, patient, two_notes, llm
+):
+    def inventing(body):
+        answer = good_answer(body)
+        answer["summary"] = "Heart failure. Continue warfarin 5 mg daily and furosemide."
+        return answer
+
+    body = await llm_summary(client, clinician, patient, llm, inventing)
+    assert body["generator"]["kind"] == "extractive"
+    assert (
+        body["generator"]["fallback_reason"]
+        == "the LLM's text named facts the notes do not bear out"
+    )
+    assert "warfarin" not in body["summary"].lower()
+    assert "warfarin" not in json.dumps(body["key_information"]).lower()
+    assert unsupported(body) == {"warfarin": "only_in_text"}
+
+
+async def test_a_quote_that_is_not_in_the_note_is_refused(
+    client, clinician, patient, two_notes, llm
+):
+    def misquoting(body):
+        answer = good_answer(body)
+        first = sent_notes(body)[0]["id"]
+        answer["diagnoses"].append(
+            {
+                "name": "Pneumonia",
+                "citations": [{"note_id": first, "quote": "Pneumonia seen on chest X-ray"}],
+            }
+        )
+        answer["diagnoses"].append(
+            {
+                "name": "Gout",
+                "citations": [{"note_id": str(uuid.uuid4()), "quote": "Gout flare"}],
+            }
+        )
+        return answer
+
+    body = await llm_summary(client, clinician, patient, llm, misquoting)
+    assert unsupported(body) == {"Pneumonia": "quote_not_in_note", "Gout": "note_not_given"}
+    names = [d["name"] for d in body["key_information"]["diagnoses"]]
+    assert "Pneumonia" not in names and "Gout" not in names
+    assert body["summary"] == "Summary of 2 notes."
+
+
+async def test_quotes_match_across_whitespace_case_and_typographic_quotes(
+    client, clinician, patient, llm
+):
+    note = await add_note(
+        client,
+        clinician,
+        patient,
+        "ASSESSMENT\nType 2   diabetes\nmellitus, on \u201cmetformin\u201d 500 mg twice daily.\n",
+        "2026-03-01T08:00:00Z",
+    )
+
+    def answer(body):
+        return {
+            "summary": "Diabetes on metformin.",
+            "diagnoses": [
+                {
+                    "name": "Type 2 diabetes mellitus",
+                    "citations": [{"note_id": note["id"], "quote": "type 2 diabetes mellitus"}],
+                }
+            ],
+            "medications": [
+                {
+                    "name": "metformin",
+                    "dose": "500 mg",
+                    "route": None,
+                    "frequency": "twice daily",
+                    "citations": [{"note_id": note["id"], "quote": 'on "METFORMIN" 500 mg'}],
+                }
+            ],
+            "allergies": [],
+            "no_known_allergies": False,
+        }
+
+    body = await llm_summary(client, clinician, patient, llm, answer)
+    assert body["unsupported_facts"] == []
+    [diagnosis] = [d for d in body["key_information"]["diagnoses"] if "llm" in d["found_by"]]
+    assert "Type 2   diabetes\nmellitus" in [c["text"] for c in diagnosis["citations"]]
+
+
+async def test_a_finding_the_note_denies_is_not_listed(client, clinician, patient, llm):
+    text = (
+        "HISTORY OF PRESENT ILLNESS\nCough for a week. She denies any previous history of "
+        "lung infections or pneumonia.\n\nASSESSMENT AND PLAN\nAcute bronchitis.\n"
+    )
+    note = await add_note(client, clinician, patient, text, "2026-03-01T08:00:00Z")
+    quote = "denies any previous history of lung infections or pneumonia"
+
+    def answer(body):
+        return {
+            "summary": "Bronchitis.",
+            "diagnoses": [
+                {"name": "Pneumonia", "citations": [{"note_id": note["id"], "quote": quote}]},
+                {
+                    "name": "Acute bronchitis",
+                    "citations": [{"note_id": note["id"], "quote": "Acute bronchitis"}],
+                },
+            ],
+            "medications": [],
+            "allergies": [],
+            "no_known_allergies": False,
+        }
+
+    body = await llm_summary(client, clinician, patient, llm, answer)
+    assert unsupported(body) == {"Pneumonia": "negated_in_note"}
+    names = [d["name"].lower() for d in body["key_information"]["diagnoses"]]
+    assert "acute bronchitis" in names and not any("pneumonia" in n for n in names)
 
 
 async def test_instructions_inside_a_note_change_nothing_but_the_note(
