@@ -72,6 +72,9 @@ class Settings(BaseSettings):
     llm_timeout_s: float = Field(default=30.0, gt=0)
     llm_max_retries: int = Field(default=2, ge=0, le=10)
     llm_max_input_tokens: int = Field(default=12_000, ge=500)
+    # The patient's name, MRN, birth date, phone numbers and e-mail addresses replaced with
+    # placeholders before notes reach the LLM; false for an LLM inside the hospital.
+    llm_deidentify: bool = True
 
     # FHIR server (HAPI FHIR in production). Unset: the FHIR features answer 503.
     fhir_base_url: str | None = None

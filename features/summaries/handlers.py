@@ -17,6 +17,7 @@ from features.audit import handlers as audit
 from features.notes import handlers as notes
 from features.patients import handlers as patients
 from features.summaries import extractive, grounding, prompt
+from features.summaries.deidentify import Deidentifier
 from features.summaries.models import CachedSummary
 from features.summaries.schemas import (
     Audience,
@@ -166,6 +167,7 @@ async def _generate(
     audience: Audience,
     length: Length,
     max_input_tokens: int,
+    deidentifier: Deidentifier,
 ) -> dict[str, Any]:
     """The summary body (without the patient block): from the LLM, or else extractive."""
     started = time.perf_counter()
@@ -191,9 +193,12 @@ async def _generate(
         ]
         context: dict[str, Any] = {"age": subject.age, "sex": subject.sex}
         if audience == "family":
-            context["first_name"] = subject.given_name
+            context["first_name"] = deidentifier.scrub(subject.given_name)
         messages = prompt.build_messages(
-            entries, audience=audience, length=length, patient_context=context
+            deidentifier.scrub_all(entries, keep=prompt.ENTRY_KEYS),
+            audience=audience,
+            length=length,
+            patient_context=context,
         )
         try:
             result = await llm.complete_json(
@@ -202,14 +207,15 @@ async def _generate(
                 output_model=LLMSummary,
                 max_output_tokens=MAX_OUTPUT_TOKENS[length],
             )
+            answer = LLMSummary.model_validate(deidentifier.restore_all(result.value.model_dump()))
             merged, unsupported = await _grounded(
-                result.value, entries, notes_facts, texts, load_texts, key_info
+                answer, entries, notes_facts, texts, load_texts, key_info
             )
         except LLMError as exc:
             fallback_reason = f"the LLM failed: {exc.reason}"
             log.warning("summary.llm_fallback", reason=exc.reason)
         else:
-            if grounding.named_in_text(result.value.summary, unsupported) or any(
+            if grounding.named_in_text(answer.summary, unsupported) or any(
                 fact.reason == "only_in_text" for fact in unsupported
             ):
                 fallback_reason = ANSWER_NOT_GROUNDED
@@ -259,6 +265,7 @@ async def summarise_patient(
     since: datetime | None,
     refresh: bool,
     max_input_tokens: int,
+    deidentify: bool = True,
 ) -> str:
     """The summary as `SummaryRead` JSON text.
 
@@ -289,6 +296,13 @@ async def summarise_patient(
             audience=audience,
             length=length,
             max_input_tokens=max_input_tokens,
+            deidentifier=Deidentifier(
+                given_name=patient.given_name,
+                family_name=patient.family_name,
+                mrn=patient.mrn,
+                birth_date=patient.birth_date,
+                enabled=deidentify,
+            ),
         )
         body = SummaryBody.model_validate({**generated, "generated_at": datetime.now(UTC)})
         body_json = body.model_dump_json()

@@ -25,6 +25,8 @@ they are now, what is planned.
 - Every diagnosis, medication and allergy you list cites the notes it comes from: for each, \
 the note's "id" exactly as given and a "quote" copied word for word from that note's text (or \
 from its extracted facts) that states it. An item without such a quote is discarded.
+- Placeholders in brackets, such as [PATIENT_GIVEN_NAME], stand for the patient's \
+identifiers: write them exactly as they are where you need them.
 - List only current problems: not what a note denies, rules out, calls possible, or says of \
 a relative. Set "no_known_allergies" true only when a note says the patient has none.
 - Answer with JSON that matches the schema, nothing else."""
@@ -90,6 +92,10 @@ def fit_notes(notes: Sequence[NoteFacts], budget_tokens: int) -> list[str]:
             remaining -= cost
     plan.reverse()
     return plan
+
+
+# The parts of an entry that are the service's own, not the note's.
+ENTRY_KEYS = frozenset({"id", "taken_at", "type"})
 
 
 def entry(note: NoteFacts, sent_as: str, text: str | None = None) -> dict[str, Any]:

@@ -60,5 +60,6 @@ async def get_summary(
             since=since,
             refresh=refresh,
             max_input_tokens=settings.llm_max_input_tokens,
+            deidentify=settings.llm_deidentify,
         )
     return Response(made, media_type="application/json")

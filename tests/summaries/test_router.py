@@ -624,3 +624,70 @@ async def test_over_the_token_budget_older_notes_go_as_their_facts(
     notes = record_of(llm.completion_requests[0])["notes"]
     assert len(notes) == len([s for s in sent_as if s != "none"])
     assert "extracted_facts" in notes[0] and "text" in notes[-1]
+
+
+IDENTIFIED = """HISTORY OF PRESENT ILLNESS
+Grace Hopper (MRN {mrn}, DOB 06/15/1950) called from (555) 123-4567 and wrote from
+grace.hopper@example.org. Ms. Hopper reports ankle swelling.
+
+ASSESSMENT AND PLAN
+Congestive heart failure. Furosemide 40 mg daily.
+"""
+
+
+async def test_the_patients_identifiers_never_reach_the_llm_and_come_back_restored(
+    client, clinician, patient, llm
+):
+    text = IDENTIFIED.format(mrn=patient["mrn"])
+    note = await add_note(client, clinician, patient, text, "2026-03-01T08:00:00Z")
+
+    def answer(body):
+        quote = "Ms. [PATIENT_FAMILY_NAME] reports ankle swelling"
+        return {
+            "summary": "[PATIENT_GIVEN_NAME] [PATIENT_FAMILY_NAME] has heart failure; call "
+            "[PATIENT_PHONE_1].",
+            "diagnoses": [
+                {
+                    "name": "Congestive heart failure",
+                    "citations": [{"note_id": note["id"], "quote": "Congestive heart failure"}],
+                },
+                {"name": "Ankle swelling", "citations": [{"note_id": note["id"], "quote": quote}]},
+            ],
+            "medications": [],
+            "allergies": [],
+            "no_known_allergies": False,
+        }
+
+    llm.respond_with(answer)
+    response = await client.get(
+        summary_url(patient), params={"audience": "family"}, headers=clinician.headers
+    )
+    body = response.json()
+    (request,) = llm.completion_requests
+    sent = json.dumps(request.body, ensure_ascii=False)
+    for secret in ("Grace", "Hopper", patient["mrn"], "06/15/1950", "123-4567", "example.org"):
+        assert secret not in sent, secret
+    assert "[PATIENT_GIVEN_NAME]" in sent
+    assert body["generator"]["kind"] == "llm"
+    assert body["summary"] == "Grace Hopper has heart failure; call (555) 123-4567."
+    # A quote written with placeholders is checked against the note as it is.
+    [swelling] = [d for d in body["key_information"]["diagnoses"] if d["name"] == "Ankle swelling"]
+    assert swelling["citations"][0]["text"] == "Ms. Hopper reports ankle swelling"
+
+
+async def test_with_deidentification_off_the_notes_go_as_they_are(
+    app, client, clinician, patient, llm, settings
+):
+    await add_note(
+        client, clinician, patient, IDENTIFIED.format(mrn=patient["mrn"]), "2026-03-01T08:00:00Z"
+    )
+    app.dependency_overrides[get_settings] = lambda: settings.model_copy(
+        update={"llm_deidentify": False}
+    )
+    try:
+        llm.respond_with(good_answer)
+        await client.get(summary_url(patient), headers=clinician.headers)
+    finally:
+        app.dependency_overrides.pop(get_settings)
+    sent = json.dumps(llm.completion_requests[0].body, ensure_ascii=False)
+    assert "Grace Hopper" in sent and "(555) 123-4567" in sent
