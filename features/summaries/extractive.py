@@ -46,6 +46,23 @@ PLAIN_WORDS = {
     "qhs": "at bedtime",
     "prn": "when needed",
     "po": "by mouth",
+    "chf": "heart failure",
+    "htn": "high blood pressure",
+    "cad": "heart artery disease",
+    "dm": "diabetes",
+    "t2dm": "type 2 diabetes",
+    "afib": "an irregular heartbeat",
+    "uti": "a urine infection",
+    "ckd": "long-term kidney disease",
+    "mi": "heart attack",
+    "cva": "stroke",
+    "oa": "joint wear-and-tear arthritis",
+    "bp": "blood pressure",
+    "hr": "heart rate",
+    "mri": "scan (MRI)",
+    "ct": "scan (CT)",
+    "ekg": "heart tracing (EKG)",
+    "ecg": "heart tracing (ECG)",
 }
 _PLAIN_PATTERN = re.compile(
     r"\b("
@@ -131,34 +148,74 @@ def is_current(diagnosis: dict[str, Any]) -> bool:
     return diagnosis.get("status", "current") == "current"
 
 
+def _merge_medication(
+    medications: dict[str, dict[str, Any]], note_id: str, fact: dict[str, Any]
+) -> None:
+    """The drug as the latest note that says something of it has it, and what changed: a
+    later mention without a dose keeps the dose, and another dose is a change."""
+    key = _normal(fact["name"])
+    said = {
+        "name": fact["name"],
+        "brand": fact.get("brand"),
+        "dose": fact.get("dose"),
+        "route": fact.get("route"),
+        "frequency": fact.get("frequency"),
+        "change": fact.get("change"),
+        "previous_dose": fact.get("previous_dose"),
+    }
+    earlier = medications.get(key)
+    if earlier is not None and said["change"] is None:
+        dose, before = said["dose"], earlier.get("dose")
+        if dose and before and _normal(dose) != _normal(before):
+            said["change"], said["previous_dose"] = "changed", before
+    _cite(medications, key, note_id, {k: v for k, v in said.items() if v is not None}, fact)
+    for name, value in said.items():
+        medications[key].setdefault(name, value)
+
+
+def _plan_items(note: NoteFacts) -> list[dict[str, Any]]:
+    """The note's plan as items, each citing its place in the note."""
+    note_id = str(note.id)
+    return [
+        {
+            "text": item["text"],
+            "taken_at": note.taken_at.isoformat(),
+            "note_ids": [note_id],
+            "citations": [citation(note_id, item)],
+        }
+        for item in note.facts.get("plan", ())
+        if item.get("text")
+    ]
+
+
 def key_information(notes: Sequence[NoteFacts]) -> dict[str, Any]:
-    """Diagnoses, medications, allergies and the latest vital signs, each citing its notes.
+    """Current and past problems, medications, allergies, the latest vital signs and the most
+    recent plan, each citing the notes (and the spans in them) it comes from.
 
     `notes` are oldest first; later mentions update earlier ones."""
     diagnoses: dict[str, dict[str, Any]] = {}
+    past: dict[str, dict[str, Any]] = {}
     medications: dict[str, dict[str, Any]] = {}
     allergies: dict[str, dict[str, Any]] = {}
     vitals: dict[str, dict[str, Any]] = {}
+    plan: list[dict[str, Any]] = []
     no_known_allergies = False
     for note in notes:
         note_id = str(note.id)
         facts = note.facts
         for item in facts.get("diagnoses", ()):
-            if is_current(item):
-                _cite(diagnoses, _normal(item["name"]), note_id, {"name": item["name"]}, item)
+            status = item.get("status", "current")
+            if status in ("current", "historical"):
+                kept = diagnoses if status == "current" else past
+                _cite(
+                    kept,
+                    _normal(item["name"]),
+                    note_id,
+                    {"name": item["name"], "status": status},
+                    item,
+                )
         for item in facts.get("medications", ()):
-            _cite(
-                medications,
-                _normal(item["name"]),
-                note_id,
-                {
-                    "name": item["name"],
-                    "dose": item.get("dose"),
-                    "route": item.get("route"),
-                    "frequency": item.get("frequency"),
-                },
-                item,
-            )
+            _merge_medication(medications, note_id, item)
         for item in facts.get("allergies", ()):
             _cite(
                 allergies,
@@ -178,17 +235,18 @@ def key_information(notes: Sequence[NoteFacts]) -> dict[str, Any]:
                 "note_ids": [note_id],
                 "citations": [citation(note_id, item)],
             }
+        plan = _plan_items(note) or plan
+    for key in diagnoses:  # a problem current in any note is not a past one
+        past.pop(key, None)
     return {
         "diagnoses": list(diagnoses.values()),
+        "past_problems": list(past.values()),
         "medications": list(medications.values()),
         "allergies": list(allergies.values()),
         "no_known_allergies": no_known_allergies and not allergies,
         "latest_vital_signs": list(vitals.values()),
+        "plan": plan,
     }
-
-
-def _passage(note: NoteFacts, part: str, count: int) -> str:
-    return " ".join(note.highlights.get(part, ())[:count])
 
 
 def _join(names: Sequence[str], limit: int) -> str:
@@ -200,27 +258,91 @@ def _join(names: Sequence[str], limit: int) -> str:
     return ", ".join(shown[:-1]) + f" and {shown[-1]}"
 
 
-def _date(value: datetime) -> str:
-    return value.date().isoformat()
+def _date(value: datetime | str) -> str:
+    return value.date().isoformat() if isinstance(value, datetime) else value[:10]
 
 
-def _medication_text(item: dict[str, Any]) -> str:
-    parts = [item["name"], item.get("dose"), item.get("route"), item.get("frequency")]
-    return " ".join(part for part in parts if part)
+CHANGE_WORDS = {
+    "started": "new",
+    "increased": "increased",
+    "decreased": "decreased",
+    "stopped": "stopped",
+    "changed": "dose changed",
+}
 
 
-def _vital_text(item: dict[str, Any]) -> str:
+def _medication_text(item: dict[str, Any], plain: bool) -> str:
+    route = item.get("route")
+    if plain and route == "oral":
+        route = "by mouth"
+    dose = _plain_units(item.get("dose")) if plain else item.get("dose")
+    text = " ".join(part for part in (item["name"], dose, route, item.get("frequency")) if part)
+    change = CHANGE_WORDS.get(item.get("change") or "")
+    if change and item.get("previous_dose") and change != "stopped":
+        before = item["previous_dose"]
+        text += f" ({change} from {_plain_units(before) if plain else before})"
+    elif change:
+        text += f" ({change})"
+    return text
+
+
+_UNIT_WORDS = {
+    "mg": "milligrams",
+    "mcg": "micrograms",
+    "g": "grams",
+    "mL": "millilitres",
+    "IU": "units",
+    "mEq": "milliequivalents",
+}
+
+
+def _plain_units(dose: str | None) -> str | None:
+    if dose is None:
+        return None
+    return " ".join(_UNIT_WORDS.get(word, word) for word in dose.split())
+
+
+def _vital_text(item: dict[str, Any], plain: bool) -> str:
+    value = f"{item['value']:g}"
+    unit = item["unit"]
     if item.get("value_2") is not None:
-        value = f"{item['value']:g}/{item['value_2']:g}"
-    else:
-        value = f"{item['value']:g}"
-    return f"{VITAL_NAMES.get(item['kind'], item['kind'])} {value} {item['unit']}"
+        value = f"{value} over {item['value_2']:g}" if plain else f"{value}/{item['value_2']:g}"
+    if plain:
+        unit = PLAIN_UNITS.get(unit, unit)
+    return f"{VITAL_NAMES.get(item['kind'], item['kind'])} {value} {unit}".rstrip()
+
+
+PLAIN_UNITS = {
+    "mmHg": "",
+    "bpm": "beats a minute",
+    "breaths/min": "breaths a minute",
+    "%": "percent",
+    "°F": "degrees Fahrenheit",
+    "°C": "degrees Celsius",
+    "lb": "pounds",
+    "kg": "kilograms",
+    "in": "inches",
+    "cm": "centimetres",
+}
 
 
 def plain_language(text: str) -> str:
     """Clinical terms replaced by everyday words, for family and patients."""
 
     return _PLAIN_PATTERN.sub(lambda match: PLAIN_WORDS[match.group(0).lower()], text)
+
+
+def _sentence(text: str) -> str:
+    text = text.strip()
+    return text if text.endswith((".", "!", "?")) else text + "."
+
+
+# How many items of each kind each length names.
+LIMITS = {
+    "brief": {"problems": 3, "medications": 3, "vitals": 0, "plan": 1, "past": 0},
+    "standard": {"problems": 6, "medications": 6, "vitals": 7, "plan": 3, "past": 3},
+    "detailed": {"problems": 12, "medications": 12, "vitals": 7, "plan": 8, "past": 8},
+}
 
 
 def narrative(
@@ -231,63 +353,70 @@ def narrative(
     audience: Audience,
     length: Length,
 ) -> str:
-    """Why the patient came, what was found, what was done, how they are now, what is planned."""
+    """A handover in short sentences built from the key information: who, the problems, the
+    allergies, the medications and what changed, the latest vital signs, the recent plan.
+    Nothing is cut from the middle of a note: the only words taken from a note are whole plan
+    items and the chief complaint."""
     if not notes:
         return (
             "There are no notes for this patient yet, so there is nothing to summarise."
             if audience == "clinician"
             else "No notes have been written yet, so there is nothing to summarise."
         )
+    plain = audience != "clinician"
+    limit = LIMITS[length]
     first, latest = notes[0], notes[-1]
-    per_part = {"brief": 1, "standard": 2, "detailed": 3}[length]
     who = subject.noun(audience)
-    parts: list[str] = []
-
-    reason = _passage(first, "reason", 1)
+    has = "have" if audience == "patient" else "has"
     span = (
         f"{len(notes)} notes from {_date(first.taken_at)} to {_date(latest.taken_at)}"
         if len(notes) > 1
         else f"one {first.note_type} note of {_date(first.taken_at)}"
     )
-    parts.append(f"{who} {'have' if audience == 'patient' else 'has'} {span}.")
+    parts = [f"{who} {has} {span}."]
+    reason = _chief_complaint(latest)
     if reason:
-        parts.append(f"Reason for care: {reason}")
+        parts.append(f"Latest visit: {_sentence(reason)}")
 
-    diagnoses = [item["name"] for item in key_info["diagnoses"]]
-    if diagnoses:
-        parts.append(f"Problems found: {_join(diagnoses, 3 * per_part)}.")
-    if length != "brief":
-        results = _passage(latest, "results", per_part)
-        if results:
-            parts.append(f"Results: {results}")
-        medications = [_medication_text(item) for item in key_info["medications"]]
-        if medications:
-            parts.append(f"Medications: {_join(medications, 3 * per_part)}.")
-        procedures = [n for n in notes if n.note_type == "procedure"]
-        if procedures:
-            dates = _join([_date(n.taken_at) for n in procedures], 5)
-            parts.append(f"Procedures were documented on {dates}.")
-
-    if length == "detailed" and len(notes) > 2:
-        for note in notes[1:-1][-8:]:
-            assessment = _passage(note, "assessment", 1) or _passage(note, "reason", 1)
-            if assessment:
-                parts.append(f"On {_date(note.taken_at)} ({note.note_type}): {assessment}")
-
-    assessment = _passage(latest, "assessment", per_part)
-    if assessment:
-        parts.append(f"Latest assessment ({_date(latest.taken_at)}): {assessment}")
-    vitals = [_vital_text(item) for item in key_info["latest_vital_signs"]]
-    if vitals and length != "brief":
-        parts.append(f"Latest vital signs: {_join(vitals, 7)}.")
-    plan = _passage(latest, "plan", per_part)
-    if plan:
-        parts.append(f"Plan: {plan}")
+    problems = [item["name"] for item in key_info["diagnoses"]]
+    parts.append(
+        f"Current problems: {_join(problems, limit['problems'])}."
+        if problems
+        else "No current problem is recorded."
+    )
+    past = [item["name"] for item in key_info.get("past_problems", ())]
+    if past and limit["past"]:
+        parts.append(f"Past history: {_join(past, limit['past'])}.")
     if key_info["allergies"]:
-        allergies = _join([item["substance"] for item in key_info["allergies"]], 5)
-        parts.append(f"Allergies: {allergies}.")
+        allergies = [
+            f"{item['substance']} ({item['reaction']})"
+            if item.get("reaction")
+            else item["substance"]
+            for item in key_info["allergies"]
+        ]
+        parts.append(f"Allergies: {_join(allergies, 10)}.")
     elif key_info["no_known_allergies"]:
         parts.append("No known allergies.")
+    else:
+        parts.append("No allergy is recorded.")
+    medications = [_medication_text(item, plain) for item in key_info["medications"]]
+    if medications:
+        parts.append(f"Medications: {_join(medications, limit['medications'])}.")
+    vitals = [_vital_text(item, plain) for item in key_info["latest_vital_signs"]]
+    if vitals and limit["vitals"]:
+        taken = max(item["taken_at"] for item in key_info["latest_vital_signs"])
+        parts.append(f"Latest vital signs ({_date(taken)}): {_join(vitals, limit['vitals'])}.")
+    plan = [item["text"].rstrip(" .;") for item in key_info.get("plan", ())]
+    if plan:
+        shown = plan[: limit["plan"]]
+        more = f" ({len(plan) - len(shown)} more in the note)" if len(plan) > len(shown) else ""
+        parts.append(f"Plan: {'; '.join(shown)}{more}.")
 
     text = " ".join(parts)
     return text if audience == "clinician" else plain_language(text)
+
+
+def _chief_complaint(note: NoteFacts) -> str | None:
+    """The chief complaint when the note states one in a few words."""
+    reason = " ".join(note.highlights.get("reason", ())[:1]).strip()
+    return reason if reason and len(reason.split()) <= 15 else None

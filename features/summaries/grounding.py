@@ -350,6 +350,7 @@ def merge(
             )
         summary = f"Allergies recorded in the notes: {names}. {summary}"
     key_information = {
+        **from_notes,
         **result,
         "no_known_allergies": from_notes["no_known_allergies"] and not result["allergies"],
         "latest_vital_signs": from_notes["latest_vital_signs"],

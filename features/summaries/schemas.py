@@ -30,6 +30,12 @@ class Citation(BaseModel):
 
 class CitedDiagnosis(BaseModel):
     name: str
+    status: Literal["current", "historical"] = Field(
+        default="current",
+        description="current: a problem the patient has now; historical: past history. "
+        "Findings a note denies, rules out, calls possible or gives of a relative are never "
+        "listed.",
+    )
     note_ids: list[uuid.UUID]
     citations: list[Citation] = []
     found_by: list[FoundBy] = Field(
@@ -40,10 +46,17 @@ class CitedDiagnosis(BaseModel):
 
 
 class CitedMedication(BaseModel):
-    name: str
-    dose: str | None = None
+    name: str = Field(description="The generic name where the notes' drug table knows it.")
+    brand: str | None = Field(default=None, description="The brand name, as the note said it.")
+    dose: str | None = Field(default=None, description="The latest dose.")
     route: str | None = None
     frequency: str | None = None
+    change: str | None = Field(
+        default=None,
+        description="What changed: started, increased, decreased, stopped, continued, or "
+        "changed (another dose in a later note).",
+    )
+    previous_dose: str | None = None
     note_ids: list[uuid.UUID]
     citations: list[Citation] = []
     found_by: list[FoundBy] = ["notes"]
@@ -67,12 +80,23 @@ class CitedVitalSign(BaseModel):
     citations: list[Citation] = []
 
 
+class CitedPlanItem(BaseModel):
+    text: str = Field(description="One item of the most recent plan, as the note words it.")
+    taken_at: datetime
+    note_ids: list[uuid.UUID]
+    citations: list[Citation] = []
+
+
 class KeyInformation(BaseModel):
-    diagnoses: list[CitedDiagnosis]
+    """The handover: each item cites its notes and the span of text it was read from."""
+
+    diagnoses: list[CitedDiagnosis] = Field(description="Current problems.")
+    past_problems: list[CitedDiagnosis] = []
     medications: list[CitedMedication]
     allergies: list[CitedAllergy]
     no_known_allergies: bool
     latest_vital_signs: list[CitedVitalSign]
+    plan: list[CitedPlanItem] = Field(default=[], description="The latest note's plan.")
 
 
 FactKind = Literal["diagnosis", "medication", "allergy"]

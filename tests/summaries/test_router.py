@@ -155,8 +155,10 @@ async def test_without_an_api_key_the_extractive_summary_answers(
     assert "OPENAI_API_KEY" in body["generator"]["fallback_reason"]
     assert [s["id"] for s in body["sources"]] == [n["id"] for n in two_notes]
     summary = body["summary"]
-    assert "Shortness of breath" in summary
-    assert "Discharge home" in summary
+    assert "Current problems: Congestive heart failure" in summary
+    assert "Allergies: penicillin (hives)." in summary
+    assert "Medications: furosemide 40 mg" in summary
+    assert "Latest vital signs (2026-02-05): blood pressure 128/76 mmHg" in summary
     info = body["key_information"]
     furosemide = next(m for m in info["medications"] if m["name"].lower() == "furosemide")
     assert set(furosemide["note_ids"]) == {n["id"] for n in two_notes}
@@ -165,6 +167,54 @@ async def test_without_an_api_key_the_extractive_summary_answers(
     assert (bp["value"], bp["value_2"]) == (128, 76)
     assert bp["note_ids"] == [two_notes[1]["id"]]
     assert bp["taken_at"].startswith("2026-02-05")
+
+
+async def note_text(client, user, patient, note_id) -> str:
+    response = await client.get(f"/patients/{patient['id']}/notes/{note_id}", headers=user.headers)
+    return response.json()["content"]
+
+
+async def test_every_cited_span_is_in_its_note(client, clinician, patient, two_notes):
+    body = (await client.get(summary_url(patient), headers=clinician.headers)).json()
+    texts = {n["id"]: await note_text(client, clinician, patient, n["id"]) for n in two_notes}
+    info = body["key_information"]
+    items = [item for key in ("diagnoses", "medications", "allergies") for item in info[key]]
+    items += info["latest_vital_signs"] + info["plan"]
+    assert items
+    for item in items:
+        assert item["citations"], item
+        for citation in item["citations"]:
+            text = texts[citation["note_id"]]
+            assert text[citation["start"] : citation["end"]] == citation["text"], citation
+
+
+NEGATIONS = """HISTORY OF PRESENT ILLNESS
+Cough for five days. She denies chest pain. No history of diabetes. Her father had colon
+cancer. She denies any previous history of lung infections or pneumonia.
+
+ASSESSMENT AND PLAN
+1. Acute bronchitis.
+- Rule out pneumonia.
+Metformin 500 mg twice daily.
+"""
+LATER = """ASSESSMENT AND PLAN
+Acute bronchitis, improving. Increase metformin to 1000 mg twice daily.
+"""
+
+
+async def test_the_handover_lists_no_denied_finding_and_the_latest_dose(client, clinician, patient):
+    await add_note(client, clinician, patient, NEGATIONS, "2026-03-01T08:00:00Z")
+    await add_note(client, clinician, patient, LATER, "2026-03-08T08:00:00Z")
+    body = (await client.get(summary_url(patient), headers=clinician.headers)).json()
+    info = body["key_information"]
+    names = " ".join(d["name"].lower() for d in info["diagnoses"] + info["past_problems"])
+    for denied in ("chest pain", "diabetes", "colon cancer", "pneumonia", "lung infection"):
+        assert denied not in names, (denied, names)
+        assert denied not in body["summary"].lower(), (denied, body["summary"])
+    assert "bronchitis" in names
+    [metformin] = info["medications"]
+    assert metformin["dose"] == "1000 mg" and metformin["previous_dose"] == "500 mg"
+    assert "metformin 1000 mg" in body["summary"] and "from 500 mg" in body["summary"]
 
 
 async def test_a_patient_without_notes_gets_a_summary_that_says_so(client, clinician, patient):
@@ -182,6 +232,9 @@ async def test_family_and_patient_summaries_use_plain_words(client, clinician, p
     text = family.json()["summary"]
     assert "Grace" in text
     assert "heart failure" in text.lower() and "dyspnea" not in text.lower()
+    # No abbreviations: no CHF, BP, mg, mmHg or bpm for a family member.
+    assert not re.search(r"\b(?:[A-Z]{2,}|mg|mmHg|bpm|po|bid)\b", text), text
+    assert "40 milligrams by mouth daily" in text and "128 over 76" in text
     mine = await client.get(
         summary_url(patient), params={"audience": "patient"}, headers=clinician.headers
     )
@@ -363,7 +416,7 @@ async def test_when_the_llm_fails_the_extractive_summary_answers_and_says_why(
     generator = response.json()["generator"]
     assert generator["kind"] == "extractive"
     assert reason in generator["fallback_reason"]
-    assert "Shortness of breath" in response.json()["summary"]
+    assert "Congestive heart failure" in response.json()["summary"]
     # A passing failure is not cached: the next request asks the LLM again.
     llm.reset()
     llm.respond_with(good_answer)
