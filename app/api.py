@@ -20,6 +20,7 @@ from features.fhir_flatten import tasks as fhir_flatten_tasks
 from features.fhir_flatten import workers as flatten_workers
 from features.fhir_flatten.router import router as flatten_router
 from features.fhir_proxy.router import router as fhir_router
+from features.notes import cli as notes_cli
 from features.notes.router import router as notes_router
 from features.patients.router import router as patients_router
 from features.summaries.router import router as summaries_router
@@ -50,7 +51,7 @@ JOB_BLUEPRINTS = [
     fhir_flatten_tasks.blueprint,
     tm2_tasks.blueprint,
 ]
-CLI_COMMANDS = [fhir_flatten_cli.register, tm2_cli.register]
+CLI_COMMANDS = [fhir_flatten_cli.register, notes_cli.register, tm2_cli.register]
 OPENAPI_TAGS = [
     {"name": "auth", "description": "Accounts, login and bearer tokens."},
     {"name": "users", "description": "User administration."},

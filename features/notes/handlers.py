@@ -333,3 +333,31 @@ def medications_named(text: str) -> list[str]:
     """The drugs a text names (an LLM's summary, say), as the extractor reads them."""
     facts = extraction.extract_facts(text, extraction.split_sections(text))
     return [medication.name for medication in facts.medications]
+
+
+REANALYSE_BATCH = 200
+
+
+async def reanalyse_notes(session: AsyncSession, *, after: uuid.UUID | None = None) -> list[Note]:
+    """Read the next batch of notes (by id, after `after`) again with the current extractor:
+    sections, facts, highlights, and the type where it was inferred. Each patient whose notes
+    changed gets a new notes version, so summaries made from the old facts are made again."""
+    query = select(Note).order_by(Note.id).limit(REANALYSE_BATCH)
+    if after is not None:
+        query = query.where(Note.id > after)
+    notes = list((await session.scalars(query)).all())
+    changed: set[uuid.UUID] = set()
+    for note in notes:
+        analysis = (await _analyse(note.content)).to_dict()
+        if note.note_type_source == "inferred":
+            note.note_type = analysis["classification"]["note_type"]
+            note.classification_evidence = list(analysis["classification"]["evidence"])
+        if (note.sections, note.facts) != (analysis["sections"], analysis["facts"]):
+            changed.add(note.patient_id)
+        note.sections = analysis["sections"]
+        note.facts = analysis["facts"]
+        note.highlights = highlights(analysis["sections"])
+    await session.flush()
+    for patient_id in changed:
+        await _notes_changed(session, patient_id)
+    return notes
