@@ -132,12 +132,13 @@ class SekmetServer:
         self.stop()
         raise FHIRServerUnavailable(f"sekmet did not answer in {START_TIMEOUT_S:g} s")
 
-    def stop(self) -> None:
-        """Stop the process this object started (never any other)."""
+    def stop(self, *, crash: bool = False) -> None:
+        """Stop the process this object started (never any other); `crash`: at once, as a
+        machine failing would, without finishing the requests it is serving."""
         process, self._process = self._process, None
         if process is None or process.poll() is not None:
             return
-        process.send_signal(signal.SIGTERM)
+        process.send_signal(signal.SIGKILL if crash else signal.SIGTERM)
         try:
             process.wait(timeout=15)
         except subprocess.TimeoutExpired:

@@ -315,7 +315,8 @@ async def test_the_fhir_server_stopping_mid_upload_loses_and_doubles_nothing(
     try:
         async with harness.worker(csv_batch_size=3, csv_retry_delay_s=0.3, csv_max_attempts=50):
             await until(lambda s: s.rows_done >= 3)
-            await asyncio.to_thread(fhir_server.stop)
+            # Killed, not stopped: a graceful stop would let the batches in flight finish.
+            await asyncio.to_thread(fhir_server.stop, crash=True)
             waiting = await until(lambda s: s.attempts >= 1)
             assert waiting.status == "processing" and "waiting" in waiting.error
             await asyncio.to_thread(fhir_server.start)
