@@ -1,7 +1,7 @@
 """Imports every feature's models, so that Base.metadata (and Alembic) sees all tables."""
 
+from app import audit as audit_models
 from app.db import Base
-from features.audit import models as audit_models
 from features.auth import models as auth_models
 from features.csv_ingest import models as csv_ingest_models
 from features.fhir_flatten import models as fhir_flatten_models

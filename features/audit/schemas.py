@@ -1,15 +1,7 @@
 import uuid
 from datetime import datetime
-from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict
-
-
-class Outcome(StrEnum):
-    SUCCESS = "success"
-    FAILURE = "failure"
-    DENIED = "denied"
-    NOT_FOUND = "not_found"
 
 
 class AuditEventRead(BaseModel):

@@ -7,6 +7,8 @@ from sqlalchemy import delete, func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app import audit
+from app.audit import Outcome
 from app.clients.fhir import FHIRClient, FHIRError
 from app.config import Settings
 from app.errors import Conflict, Forbidden, NotFound, TooManyRequests, Unauthorized
@@ -19,8 +21,6 @@ from app.security import (
     hash_password,
     verify_password,
 )
-from features.audit import handlers as audit
-from features.audit.schemas import Outcome
 from features.auth.models import LoginFailure, User
 from features.auth.schemas import RegisterRequest, Token, UserCreate, UserRead, UserUpdate
 

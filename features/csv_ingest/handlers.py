@@ -11,6 +11,7 @@ from anyio import to_thread
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app import audit
 from app.clients.fhir import FHIRClient
 from app.config import Settings
 from app.errors import Conflict, NotFound, ServiceUnavailable, UnprocessableContent
@@ -18,7 +19,6 @@ from app.jobs import defer_in_session
 from app.pagination import Page, PageParams
 from app.security import Principal
 from app.uploads import HashingReader, UploadedFile
-from features.audit import handlers as audit
 from features.csv_ingest.models import CsvUpload, CsvUploadRow
 from features.csv_ingest.reader import CSVFormatError, ParsedRow, RowError, read_csv
 from features.csv_ingest.schemas import CsvUploadRead, CsvUploadSummary, RowProblem

@@ -11,6 +11,7 @@ from anyio import to_thread
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app import audit
 from app.errors import (
     BadRequest,
     Conflict,
@@ -20,7 +21,6 @@ from app.errors import (
     UnprocessableContent,
 )
 from app.security import Principal
-from features.audit import handlers as audit
 from features.fhir_flatten import loading, tables, workers
 from features.fhir_flatten.loading import LoadCounts, UnloadableData
 from features.fhir_flatten.models import FlatView, StoredResource

@@ -10,10 +10,10 @@ from typing import Annotated, Any, BinaryIO, Literal
 from fastapi import APIRouter, Body, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
 
+from app import audit
 from app.db import SessionDep
 from app.errors import UnprocessableContent, UnsupportedMediaType, problem_responses
 from app.security import Principal, Role, require_roles
-from features.audit import handlers as audit
 from features.fhir_flatten import handlers
 from features.fhir_flatten.schemas import LoadResult, ViewInfo
 

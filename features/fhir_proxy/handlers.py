@@ -12,11 +12,11 @@ from urllib.parse import quote
 import httpx
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app import audit
+from app.audit import Outcome
 from app.clients.fhir import FHIRClient, FHIRError, FHIRTimeout, FHIRUnavailable
 from app.errors import AppError, BadRequest, Forbidden, NotFound, ServiceUnavailable
 from app.security import Principal, Role
-from features.audit import handlers as audit
-from features.audit.schemas import Outcome
 from features.auth import handlers as auth
 from features.fhir_proxy import access
 from features.fhir_proxy.access import AccessRefused, InvalidRequest, Scope

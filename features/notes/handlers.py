@@ -10,12 +10,12 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app import audit
+from app.audit import Outcome
 from app.config import Settings
 from app.errors import Conflict, NotFound
 from app.pagination import Page, PageParams
 from app.security import Principal
-from features.audit import handlers as audit
-from features.audit.schemas import Outcome
 from features.notes import extraction, files
 from features.notes.highlights import highlights
 from features.notes.models import Note, NoteFile, PatientNotesVersion

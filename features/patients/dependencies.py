@@ -3,11 +3,11 @@ from typing import Annotated
 
 from fastapi import Depends, Query
 
+from app import audit
+from app.audit import Outcome
 from app.db import SessionDep
 from app.errors import Forbidden, UnprocessableContent
 from app.security import CurrentUser, Principal
-from features.audit import handlers as audit
-from features.audit.schemas import Outcome
 from features.patients import handlers
 from features.patients.models import Patient
 from features.patients.schemas import SORTABLE_FIELDS, parse_sort

@@ -8,12 +8,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.exc import StaleDataError
 
+from app import audit
+from app.audit import Outcome
 from app.db import DirectStatements
 from app.errors import Conflict, Forbidden, NotFound, PreconditionFailed, Unauthorized
 from app.pagination import Page, PageParams
 from app.security import TOKEN_NO_LONGER_VALID, Principal, Role, TokenClaims
-from features.audit import handlers as audit
-from features.audit.schemas import Outcome
 from features.patients.models import FULL_NAME_SQL, Patient
 from features.patients.schemas import SORTABLE_FIELDS, PatientCreate, PatientRead, PatientUpdate
 

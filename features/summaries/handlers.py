@@ -10,10 +10,10 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app import audit
 from app.clients.llm import LLMClient, LLMError
 from app.db import DirectStatements
 from app.security import Principal, TokenClaims
-from features.audit import handlers as audit
 from features.notes import handlers as notes
 from features.patients import handlers as patients
 from features.summaries import extractive, grounding, prompt

@@ -14,12 +14,12 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app import audit
 from app.errors import UnprocessableContent
 from app.jobs import defer_in_session
 from app.pagination import Page, PageParams
 from app.security import Principal
 from app.uploads import HashingReader
-from features.audit import handlers as audit
 from features.tm2_ingest import codes as codes_module
 from features.tm2_ingest.codes import read_code_list
 from features.tm2_ingest.models import TM2Code, TM2Record, TM2Upload

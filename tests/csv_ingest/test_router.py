@@ -16,12 +16,12 @@ import pytest
 from sqlalchemy import delete, select
 
 from app import api
+from app.audit import AuditEvent
 from app.clients.fhir import FHIRClient
 from app.db import to_libpq_url
 from app.jobs import create_job_app, worker_context
 from app.main import build_runtime, create_app
 from app.security import Role, create_access_token
-from features.audit.models import AuditEvent
 from features.auth.models import User
 from features.csv_ingest.models import CsvUpload
 from tests.conftest import DEFAULT_PASSWORD, free_port, make_settings

@@ -6,10 +6,10 @@ import uuid
 import pytest
 from sqlalchemy import select
 
+from app.audit import AuditEvent
 from app.clients.fhir import FHIRClient
 from app.jobs import create_job_app, worker_context
 from app.security import Role
-from features.audit.models import AuditEvent
 from features.auth.models import User
 from tests.conftest import free_port, make_settings
 

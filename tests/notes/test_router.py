@@ -4,8 +4,8 @@ import uuid
 import pytest
 from sqlalchemy import select
 
+from app.audit import AuditEvent
 from app.security import Role
-from features.audit.models import AuditEvent
 from features.notes import files
 from tests.conftest import SHARED_DATA, patient_body
 from tests.notes.fixtures import image_bytes, text_image, text_pdf
