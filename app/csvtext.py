@@ -5,12 +5,32 @@ own columns and rows."""
 import codecs
 import re
 from collections.abc import Iterator
-from typing import BinaryIO
+from dataclasses import dataclass
+from typing import Any, BinaryIO, Literal
 
 DELIMITERS = (",", ";", "\t")
 CHUNK_BYTES = 64 * 1024
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _ZIP_MAGIC = b"PK\x03\x04"
+Severity = Literal["error", "warning"]
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """What is wrong with one row (or the file, row 0), and where."""
+
+    row: int
+    column: str | None
+    message: str
+    severity: Severity = "error"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "row": self.row,
+            "column": self.column,
+            "message": self.message,
+            "severity": self.severity,
+        }
 
 
 class CSVFormatError(Exception):

@@ -19,9 +19,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any, BinaryIO, Literal
+from typing import Any, BinaryIO
 
-from app.csvtext import CSVFormatError, MissingColumns, decoded_lines, detect_delimiter
+from app.csvtext import (
+    CSVFormatError,
+    MissingColumns,
+    Problem,
+    decoded_lines,
+    detect_delimiter,
+)
 
 REQUIRED_COLUMNS = ("patient_id", "given_name", "family_name", "birth_date", "gender")
 OPTIONAL_COLUMNS = ("conditions", "observations", "observation_date")
@@ -73,22 +79,6 @@ _PAIR = re.compile(rf"(?P<first>{_NUMBER})\s*/\s*(?P<second>{_NUMBER}){_UNIT}")
 _DECIMAL_COMMA = re.compile(r"[+-]?\d+,\d+(\s.*)?")
 # Cells may list several items on separate lines (Alt+Enter in a spreadsheet) as well as with ";".
 _ITEM_SEPARATOR = re.compile(r";|\r\n|\r|\n")
-
-
-@dataclass(frozen=True, slots=True)
-class Problem:
-    row: int
-    column: str | None
-    message: str
-    severity: Literal["error", "warning"] = "error"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "row": self.row,
-            "column": self.column,
-            "message": self.message,
-            "severity": self.severity,
-        }
 
 
 @dataclass(frozen=True, slots=True)

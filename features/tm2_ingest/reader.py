@@ -22,12 +22,17 @@ import unicodedata
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any, BinaryIO, Literal
+from typing import BinaryIO
 
-from app.csvtext import CSVFormatError, MissingColumns, decoded_lines, detect_delimiter
+from app.csvtext import (
+    CSVFormatError,
+    MissingColumns,
+    Problem,
+    Severity,
+    decoded_lines,
+    detect_delimiter,
+)
 from features.tm2_ingest.codes import codes_in, titles_match
-
-Severity = Literal["error", "warning"]
 
 COLUMNS = (
     "patient_id",
@@ -64,22 +69,6 @@ _HEADER_SEPARATORS = re.compile(r"[\s\-]+")
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _ISO_DATE_TIME = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}.*")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-
-
-@dataclass(frozen=True, slots=True)
-class Problem:
-    row: int
-    column: str | None
-    message: str
-    severity: Severity = "error"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "row": self.row,
-            "column": self.column,
-            "message": self.message,
-            "severity": self.severity,
-        }
 
 
 @dataclass(frozen=True, slots=True)
