@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     openai_api_key: SecretStr | None = None
     openai_model: str = "gpt-4o-mini"
     llm_timeout_s: float = Field(default=30.0, gt=0)
+    # How the answer's JSON schema is asked for: auto tries strict json_schema and falls back
+    # to json_object (schema in the prompt) on servers that refuse it, e.g. llama-cpp-python.
+    llm_response_format: Literal["auto", "json_schema", "json_object"] = "auto"
     llm_max_retries: int = Field(default=2, ge=0, le=10)
     llm_max_input_tokens: int = Field(default=12_000, ge=500)
     # The patient's name, MRN, birth date, phone numbers and e-mail addresses replaced with

@@ -355,3 +355,22 @@ def openai_double(openai_server):
     openai_server.reset()
     yield openai_server
     openai_server.reset()
+
+
+# --- a real OpenAI-compatible server: llama-cpp-python with SmolLM2-135M, built on first use ---
+
+
+@pytest.fixture(scope="session")
+def llama_server():
+    """llama-cpp-python's server for the run, started on first use and stopped at the end;
+    the tests that need it skip, saying why, when it cannot be built or started."""
+    from tests.llm_server import LlamaServer, LLMServerUnavailable
+
+    server = LlamaServer()
+    try:
+        server.start()
+    except LLMServerUnavailable as exc:
+        server.close()
+        pytest.skip(f"no llama-cpp-python server (LLAMA_SERVER=off turns it off): {exc}")
+    yield server
+    server.close()

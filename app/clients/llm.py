@@ -8,16 +8,23 @@ how long, how it ended and how many tokens it used.
 Retries are the SDK's own (connection errors, 408, 409, 429 and 5xx, with backoff and jitter,
 honouring `Retry-After`), bounded by `max_retries`; an overall deadline of `timeout_s` keeps
 the retries from adding up to more than that.
+
+The answer's shape is asked for with `response_format`. OpenAI takes strict `json_schema`; some
+OpenAI-compatible servers (llama-cpp-python's) know only `json_object` and refuse the request.
+With `response_format="auto"` such a refusal is retried once as `json_object`, with the schema
+in a system message, and the server's choice is remembered by the client, so its later calls
+go straight to `json_object`. Either way the answer is validated against the pydantic model.
 """
 
 import asyncio
 import copy
 import functools
+import json
 import re
 import time
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar, get_args
 
 import httpx
 import openai
@@ -36,6 +43,17 @@ CHECK_TIMEOUT_S = 2.0
 NO_KEY_REASON = "no OPENAI_API_KEY configured"
 _SCHEMA_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _LIMITS = httpx.Limits(max_connections=20, max_keepalive_connections=10, keepalive_expiry=30)
+
+ResponseFormat = Literal["auto", "json_schema", "json_object"]
+RESPONSE_FORMATS: tuple[str, ...] = get_args(ResponseFormat)
+# A server that does not take `json_schema` answers with one of these statuses (llama-cpp-python:
+# 500, its request validation wrapped as a server error) and names the field it refused. The
+# name is required too, so that an ordinary 400 or 500 is never mistaken for a refusal.
+_FORMAT_REFUSAL_STATUSES = frozenset({400, 422, 500})
+_FORMAT_REFUSAL = re.compile(r"response_format|json_schema", re.IGNORECASE)
+# OpenAI's answer to a schema outside its strict subset: the format is understood, the schema
+# is not, and strict_json_schema() exists so that this never happens; it is no refusal.
+_SCHEMA_REJECTED = re.compile(r"invalid schema", re.IGNORECASE)
 
 
 # --- errors ----------------------------------------------------------------------------------
@@ -265,6 +283,9 @@ class _CallTrace:
 
     attempts: int = 0
     statuses: list[int] = field(default_factory=list)
+    asks_json_schema: bool = False
+    # Where the statuses of the current request start (after a response-format fallback).
+    request_starts_at: int = 0
 
 
 _TRACE: ContextVar[_CallTrace | None] = ContextVar("llm_call_trace", default=None)
@@ -278,8 +299,37 @@ async def _count_attempt(request: httpx.Request) -> None:
 
 async def _remember_status(response: httpx.Response) -> None:
     trace = _TRACE.get()
-    if trace is not None:
-        trace.statuses.append(response.status_code)
+    if trace is None:
+        return
+    trace.statuses.append(response.status_code)
+    if trace.asks_json_schema and response.status_code in _FORMAT_REFUSAL_STATUSES:
+        await response.aread()
+        if _is_format_refusal(response.text):
+            # The same request would be refused again: the SDK obeys this header and does not
+            # spend its retries (and their backoff) on it.
+            response.headers["x-should-retry"] = "false"
+
+
+def _is_format_refusal(error_text: str) -> bool:
+    return bool(_FORMAT_REFUSAL.search(error_text)) and not _SCHEMA_REJECTED.search(error_text)
+
+
+def _refuses_json_schema(exc: openai.APIStatusError) -> bool:
+    """The server refused the `json_schema` response format itself (not the request)."""
+    return exc.status_code in _FORMAT_REFUSAL_STATUSES and _is_format_refusal(
+        f"{exc.message} {exc.body}"
+    )
+
+
+@functools.cache
+def _schema_instruction(output_model: type[BaseModel]) -> dict[str, str]:
+    """The schema as an instruction, for servers that can only be asked for some JSON object."""
+    schema = json.dumps(output_model.model_json_schema(), separators=(",", ":"))
+    return {
+        "role": "system",
+        "content": "Answer with one JSON object matching this JSON schema, and nothing else:\n"
+        + schema,
+    }
 
 
 class LLMClient:
@@ -291,10 +341,16 @@ class LLMClient:
         model: str = DEFAULT_MODEL,
         timeout_s: float = DEFAULT_TIMEOUT_S,
         max_retries: int = DEFAULT_MAX_RETRIES,
+        response_format: ResponseFormat = "auto",
     ) -> None:
+        if response_format not in RESPONSE_FORMATS:
+            raise ValueError(f"response_format must be one of {', '.join(RESPONSE_FORMATS)}")
         self.model = model
         self.timeout_s = timeout_s
         self.max_retries = max_retries
+        self.response_format = response_format
+        # What this server was found to take, in "auto" mode (None: not known yet).
+        self._discovered_format: Literal["json_schema", "json_object"] | None = None
         self._http: httpx.AsyncClient | None = None
         self._openai: openai.AsyncOpenAI | None = None
         self._probe: openai.AsyncOpenAI | None = None
@@ -328,6 +384,7 @@ class LLMClient:
             model=getattr(settings, "openai_model", DEFAULT_MODEL),
             timeout_s=float(getattr(settings, "llm_timeout_s", DEFAULT_TIMEOUT_S)),
             max_retries=int(getattr(settings, "llm_max_retries", DEFAULT_MAX_RETRIES)),
+            response_format=getattr(settings, "llm_response_format", "auto"),
         )
 
     @property
@@ -337,6 +394,13 @@ class LLMClient:
     @property
     def base_url(self) -> str | None:
         return str(self._openai.base_url) if self._openai is not None else None
+
+    @property
+    def format_in_use(self) -> Literal["json_schema", "json_object"]:
+        """The response format the next call starts with."""
+        if self.response_format != "auto":
+            return self.response_format
+        return self._discovered_format or "json_schema"
 
     async def aclose(self) -> None:
         if self._http is not None:
@@ -357,36 +421,74 @@ class LLMClient:
         max_output_tokens: int | None = None,
         temperature: float = 0.2,
     ) -> LLMResult[T]:
-        """One Chat Completion constrained to `output_model`'s schema, parsed and validated."""
+        """One Chat Completion constrained to `output_model`'s schema, parsed and validated.
+
+        The schema is sent as strict `json_schema`, or as an instruction with `json_object`
+        (see the module's docstring); `timeout_s` bounds the whole call, a fallback included.
+        """
         if not _SCHEMA_NAME.fullmatch(schema_name):
             raise ValueError("schema_name must be 1-64 letters, digits, '_' or '-'")
         schema = _cached_strict_schema(output_model)
-        request: dict[str, Any] = {
-            "model": self.model,
-            "messages": messages,
-            "temperature": temperature,
-            "response_format": {
-                "type": "json_schema",
-                "json_schema": {"name": schema_name, "strict": True, "schema": schema},
-            },
-        }
-        if max_output_tokens is not None:
-            request["max_completion_tokens"] = max_output_tokens
+
+        def request(response_format: str) -> dict[str, Any]:
+            body: dict[str, Any] = {"model": self.model, "temperature": temperature}
+            if response_format == "json_schema":
+                body["messages"] = messages
+                body["response_format"] = {
+                    "type": "json_schema",
+                    "json_schema": {"name": schema_name, "strict": True, "schema": schema},
+                }
+            else:
+                body["messages"] = [*messages, _schema_instruction(output_model)]
+                body["response_format"] = {"type": "json_object"}
+            if max_output_tokens is not None:
+                body["max_completion_tokens"] = max_output_tokens
+                if response_format == "json_object":
+                    # Servers that know only json_object also tend to know only the older
+                    # `max_tokens` (llama-cpp-python ignores `max_completion_tokens`).
+                    body["max_tokens"] = max_output_tokens
+            return body
 
         trace = _CallTrace()
         trace_token = _TRACE.set(trace)
         started = time.perf_counter()
         outcome, served_model, usage = "ok", None, None
+        response_format, fell_back = self.format_in_use, False
         try:
             if self._openai is None:
                 raise LLMUnavailable(NO_KEY_REASON)
             try:
                 async with asyncio.timeout(self.timeout_s):
-                    completion = await self._openai.chat.completions.create(**request)
+                    try:
+                        trace.asks_json_schema = response_format == "json_schema"
+                        completion = await self._openai.chat.completions.create(
+                            **request(response_format)
+                        )
+                    except openai.APIStatusError as exc:
+                        if not (response_format == "json_schema" and _refuses_json_schema(exc)):
+                            raise
+                        if self.response_format == "json_schema":
+                            raise LLMRefused(
+                                "the language model service does not take JSON schema output "
+                                f"(HTTP {exc.status_code})",
+                                status=exc.status_code,
+                            ) from exc
+                        # Once json_schema has worked here, a refusal is about this schema
+                        # alone: only this call falls back.
+                        if self._discovered_format is None:
+                            self._discovered_format = "json_object"
+                        response_format, fell_back = "json_object", True
+                        trace.asks_json_schema = False
+                        trace.request_starts_at = len(trace.statuses)
+                        completion = await self._openai.chat.completions.create(
+                            **request(response_format)
+                        )
             except TimeoutError:
                 raise self._deadline_error(trace) from None
             except openai.OpenAIError as exc:
                 raise _from_sdk_error(exc) from exc
+            if self.response_format == "auto" and self._discovered_format is None:
+                self._discovered_format = "json_schema"
             served_model = getattr(completion, "model", None) or self.model
             usage = _usage(completion)
             value = _parse_answer(completion, output_model)
@@ -404,6 +506,8 @@ class LLMClient:
                 model=self.model,
                 served_model=served_model,
                 schema=schema_name,
+                response_format=response_format,
+                format_fallback=fell_back,
                 outcome=outcome,
                 duration_ms=duration_ms,
                 attempts=trace.attempts,
@@ -427,7 +531,8 @@ class LLMClient:
 
     def _deadline_error(self, trace: _CallTrace) -> LLMError:
         """The deadline fell during the SDK's retries: name what it was retrying."""
-        last = trace.statuses[-1] if trace.statuses else None
+        statuses = trace.statuses[trace.request_starts_at :]
+        last = statuses[-1] if statuses else None
         if last == 429:
             return LLMRateLimited(status=last)
         if last is not None and last >= 500:

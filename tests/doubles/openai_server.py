@@ -9,6 +9,10 @@ A request with `"strict": true` structured output has its schema checked against
 subset OpenAI documents (conservatively: a keyword in doubt is refused) and is answered 400
 when it falls outside, as OpenAI answers it.
 
+`refuse_json_schema()` makes it a server that knows only `json_object`, as llama-cpp-python's
+server is: there `response_format.type` is a `Literal["text", "json_object"]`, and the failed
+request validation comes back as HTTP 500 naming the field.
+
     with OpenAIDouble(api_key="test-key") as llm:
         llm.respond_with({"summary": "..."})
         ... LLMClient(api_key="test-key", base_url=llm.base_url) ...
@@ -42,6 +46,13 @@ DEFAULT_API_KEY = "test-openai-key"
 SNAPSHOT_SUFFIX = "-2024-07-18"
 MODELS = ("gpt-4o-mini", "gpt-4o")
 NOT_JSON = "Here is the summary you asked for: the patient is doing well."
+# What llama-cpp-python 0.3.x answers to `"response_format": {"type": "json_schema", ...}`.
+LLAMA_CPP_FORMAT_REFUSAL = (
+    "1 validation error:\n  {'type': 'literal_error', 'loc': ('body', 'response_format', "
+    "'type'), 'msg': \"Input should be 'text' or 'json_object'\", 'input': 'json_schema', "
+    "'ctx': {'expected': \"'text' or 'json_object'\"}}\n\n  File \"llama_cpp/server/app.py\", "
+    "line 376, in create_chat_completion\n    POST /v1/chat/completions"
+)
 
 _ERROR_KINDS = {
     400: ("invalid_request_error", None, "Invalid request."),
@@ -152,6 +163,7 @@ class _Script:
     fail_status: int | None = None
     fail_times: int = 0
     retry_after_s: float | None = None
+    json_schema_refusal: int | None = None  # the status json_schema requests are refused with
     requests: list[RecordedRequest] = field(default_factory=list)
 
 
@@ -225,6 +237,11 @@ class OpenAIDouble:
         with self._lock:
             self._script.finish_reason = "length"
 
+    def refuse_json_schema(self, status: int = 500) -> None:
+        """Refuse every `json_schema` request as llama-cpp-python does; answer the others."""
+        with self._lock:
+            self._script.json_schema_refusal = status
+
     def refuse(self, message: str = "I'm sorry, I can't help with that.") -> None:
         with self._lock:
             self._script.refusal = message
@@ -257,6 +274,7 @@ class OpenAIDouble:
                 refusal=script.refusal,
                 finish_reason=script.finish_reason,
                 delay_s=script.delay_s,
+                json_schema_refusal=script.json_schema_refusal,
             )
 
     def _take_failure(self) -> JSONResponse | None:
@@ -307,7 +325,22 @@ class OpenAIDouble:
         for required in ("model", "messages"):
             if not body.get(required):
                 return self._error(400, f"Missing required parameter: '{required}'.")
-        problem = _response_format_problem(body.get("response_format"))
+        response_format = body.get("response_format")
+        if script.json_schema_refusal is not None and _format_type(response_format) == (
+            "json_schema"
+        ):
+            return JSONResponse(
+                {
+                    "error": {
+                        "message": LLAMA_CPP_FORMAT_REFUSAL,
+                        "type": "internal_server_error",
+                        "param": None,
+                        "code": None,
+                    }
+                },
+                status_code=script.json_schema_refusal,
+            )
+        problem = _response_format_problem(response_format)
         if problem:
             return self._error(400, problem)
         if failure := self._take_failure():
@@ -360,6 +393,10 @@ async def _answer_slowly(request: Request, seconds: float) -> bool:
             return False
         await asyncio.sleep(min(0.02, remaining))
     return True
+
+
+def _format_type(response_format: Any) -> Any:
+    return response_format.get("type") if isinstance(response_format, dict) else None
 
 
 def _response_format_problem(response_format: Any) -> str | None:

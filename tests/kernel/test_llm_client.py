@@ -418,3 +418,139 @@ async def test_one_line_per_call_without_the_key_or_the_messages(llm, llm_double
     assert calls[0]["schema"] == "visit_summary"
     for secret in (API_KEY, "amlodipine", "Hypertension"):
         assert secret not in text
+
+
+# --- servers that know only json_object (llama-cpp-python) -----------------------------------
+
+
+def _format(request) -> str:
+    return request.body["response_format"]["type"]
+
+
+@pytest.mark.parametrize("status", [500, 400, 422])
+async def test_a_refused_json_schema_is_asked_once_more_as_a_json_object(llm, llm_double, status):
+    llm_double.refuse_json_schema(status)
+    llm_double.respond_with(VALID_ANSWER)
+    result = await ask(llm, max_output_tokens=300)
+    assert result.value == Summary.model_validate(VALID_ANSWER)
+    # No SDK retries of the refusal: one json_schema request, then one json_object request.
+    first, second = llm_double.completion_requests
+    assert (_format(first), _format(second)) == ("json_schema", "json_object")
+    assert second.body["response_format"] == {"type": "json_object"}
+    *asked, instruction = second.body["messages"]
+    assert asked == MESSAGES
+    assert instruction["role"] == "system"
+    assert "one JSON object" in instruction["content"]
+    schema = json.loads(instruction["content"].split("\n", 1)[1])
+    assert set(schema["properties"]) == {"summary", "findings", "follow_up"}
+    assert second.body["max_tokens"] == second.body["max_completion_tokens"] == 300
+    assert llm.format_in_use == "json_object"
+
+
+async def test_after_a_refusal_the_next_calls_go_straight_to_json_object(llm, llm_double):
+    llm_double.refuse_json_schema()
+    llm_double.respond_with(VALID_ANSWER)
+    await ask(llm)
+    await ask(llm)
+    await ask(llm)
+    formats = [_format(request) for request in llm_double.completion_requests]
+    assert formats == ["json_schema", "json_object", "json_object", "json_object"]
+
+
+async def test_once_json_schema_worked_a_refusal_falls_back_for_that_call_only(llm, llm_double):
+    llm_double.respond_with(VALID_ANSWER)
+    await ask(llm)
+    llm_double.refuse_json_schema()
+    await ask(llm)
+    assert llm.format_in_use == "json_schema"
+    formats = [_format(request) for request in llm_double.completion_requests]
+    assert formats == ["json_schema", "json_schema", "json_object"]
+
+
+async def test_an_ordinary_server_error_is_no_refusal_of_the_format(llm, llm_double):
+    llm_double.fail_with(500, retry_after=FAST_RETRY_S)
+    with pytest.raises(LLMServerError):
+        await ask(llm)
+    assert {_format(request) for request in llm_double.completion_requests} == {"json_schema"}
+    assert llm.format_in_use == "json_schema"
+
+
+async def test_a_json_object_answer_that_does_not_match_the_model_is_invalid(llm, llm_double):
+    llm_double.refuse_json_schema()
+    llm_double.respond_with({"summary": "ok", "findings": [{"text": "BP", "severity": "extreme"}]})
+    with pytest.raises(LLMInvalidAnswer, match="expected structure"):
+        await ask(llm)
+    assert llm_double.call_count == 2
+
+
+async def test_a_json_object_answer_that_is_not_json_is_invalid(llm, llm_double):
+    llm_double.refuse_json_schema()
+    llm_double.invalid_json()
+    with pytest.raises(LLMInvalidAnswer, match="not valid JSON"):
+        await ask(llm)
+
+
+async def test_the_deadline_bounds_the_fallback_too(llm, llm_double):
+    llm_double.refuse_json_schema()
+    llm_double.respond_with(VALID_ANSWER)
+    llm_double.delay(5)  # the refusal is immediate; the json_object answer is slow
+    started = time.monotonic()
+    with pytest.raises(LLMTimeout):
+        await ask(llm)
+    assert time.monotonic() - started < TIMEOUT_S + 0.4
+
+
+async def test_forced_json_object_never_asks_for_json_schema(llm_double):
+    llm_double.respond_with(VALID_ANSWER)
+    async with LLMClient(
+        api_key=API_KEY, base_url=llm_double.base_url, response_format="json_object"
+    ) as client:
+        result = await ask(client)
+        llm_double.respond_with({"summary": "ok"})
+        with pytest.raises(LLMInvalidAnswer, match="expected structure"):
+            await ask(client)
+    assert result.value.summary == VALID_ANSWER["summary"]
+    assert [_format(r) for r in llm_double.completion_requests] == ["json_object"] * 2
+
+
+async def test_forced_json_schema_never_falls_back_and_says_why(llm_double):
+    llm_double.refuse_json_schema()
+    llm_double.respond_with(VALID_ANSWER)
+    async with LLMClient(
+        api_key=API_KEY, base_url=llm_double.base_url, response_format="json_schema"
+    ) as client:
+        with pytest.raises(LLMRefused, match="does not take JSON schema") as error:
+            await ask(client)
+        assert client.format_in_use == "json_schema"
+    assert error.value.status == 500
+    assert llm_double.call_count == 1
+
+
+def test_the_response_format_setting_is_read_and_checked(monkeypatch):
+    from app.config import Settings
+
+    monkeypatch.setenv("LLM_RESPONSE_FORMAT", "json_object")
+    settings = Settings(_env_file=None)
+    assert settings.llm_response_format == "json_object"
+    client = LLMClient.from_settings(settings)
+    assert (client.response_format, client.format_in_use) == ("json_object", "json_object")
+    assert LLMClient.from_settings(SimpleNamespace()).response_format == "auto"
+    monkeypatch.setenv("LLM_RESPONSE_FORMAT", "xml")
+    with pytest.raises(ValueError, match="llm_response_format"):
+        Settings(_env_file=None)
+    with pytest.raises(ValueError, match="response_format"):
+        LLMClient(api_key=None, response_format="xml")
+
+
+async def test_the_log_line_says_which_response_format_answered(llm, llm_double, log_text):
+    llm_double.refuse_json_schema()
+    llm_double.respond_with(VALID_ANSWER)
+    await ask(llm)
+    await ask(llm)
+    lines = [json.loads(line) for line in log_text().splitlines() if line.startswith("{")]
+    calls = [line for line in lines if line.get("event") == "llm call"]
+    assert [(c["response_format"], c["format_fallback"]) for c in calls] == [
+        ("json_object", True),
+        ("json_object", False),
+    ]
+    assert calls[0]["statuses"] == [500, 200]
