@@ -94,6 +94,12 @@ class DiagnosisRead(BaseModel):
     name: str
     span: SpanRead
     text: str
+    status: Literal["current", "historical", "negated", "family", "possible"] = Field(
+        default="current",
+        description="current: a problem the patient has now; historical: past history; "
+        "negated: denied or ruled out; family: a relative's; possible: suspected, a "
+        "differential or to be ruled out. Only current ones are problems in a summary.",
+    )
 
 
 class AllergyRead(BaseModel):
