@@ -381,7 +381,9 @@ async def test_the_event_loop_keeps_running_during_a_slow_extraction():
     # A stall would show as one gap about as long as the extraction itself.
     assert elapsed > 0.12, "the extraction was too quick to show anything"
     assert len(gaps) > 10
-    assert max(gaps) < min(0.15, elapsed / 2), f"the loop stalled for {max(gaps):.3f} s of {elapsed:.3f} s"
+    assert max(gaps) < min(0.15, elapsed / 2), (
+        f"the loop stalled for {max(gaps):.3f} s of {elapsed:.3f} s"
+    )
 
 
 async def test_child_processes_are_limited_to_max_concurrent_workers(monkeypatch, fresh_slots):
