@@ -60,6 +60,13 @@ _TRAILING_DATE = re.compile(
     r"resolved|now\s+resolved)\b.*)$",
     re.I,
 )
+# A test's reading ("EKG shows an anterior septal infarct pattern") is a result, not a problem.
+_TEST_RESULT = re.compile(
+    r"(?:ekg|ecg|electrocardiogram|x-?ray|cxr|ct|cat\s+scan|mri|ultrasound|echo\w*|imaging|"
+    r"labs?|urinalysis|ua|biopsy|scan|study)\b.*\b(?:shows?|showed|shown|revealed?|"
+    r"reveals|demonstrat\w*|notable\s+for|significant\s+for|consistent\s+with)\b",
+    re.I,
+)
 _ITEM_SEPARATOR = re.compile(r"\s*[,;]\s*")
 _FUNCTION_WORDS = frozenset({"in", "on", "at", "or", "for", "to", "as", "by", "from"})
 _MEASUREMENT = re.compile(r"\d\s*%|\d\s*(?:mg|ml|cm|mm)\b", re.I)
@@ -140,6 +147,7 @@ def _looks_like_problem(candidate: str) -> bool:
         and not _ENCOUNTER.match(candidate.strip(" .,"))
         and not _DETAIL_WORDS.search(candidate)
         and not _MEASUREMENT.search(candidate)
+        and not _TEST_RESULT.match(candidate)
     )
 
 

@@ -1,6 +1,12 @@
-"""The drug lexicon: generic and brand names, and the allergens an allergy may name."""
+"""The drug lexicon: generic and brand names, and the allergens an allergy may name.
 
+`brand_generic.csv` is the checked brand -> generic table (tests/notes/test_brand_table.py):
+its brands and generics join the lexicon, and `generic_of` names a brand's generic.
+"""
+
+import csv
 import re
+from pathlib import Path
 
 from .text import words
 
@@ -46,7 +52,7 @@ DRUG_NAMES = words("""
     letrozole pembrolizumab nivolumab rituximab trastuzumab bevacizumab imatinib adalimumab
     etanercept infliximab azathioprine mycophenolate tacrolimus cyclosporine epinephrine
     varenicline sacubitril valganciclovir ketoconazole clotrimazole triamcinolone clobetasol
-    hydroxyurea amoxicillin-clavulanate
+    hydroxyurea amoxicillin-clavulanate betamethasone
     tylenol advil motrin aleve excedrin lasix bumex demadex aldactone coreg toprol lopressor
     tenormin norvasc cardizem zestril prinivil vasotec altace cozaar diovan benicar avapro
     micardis entresto lipitor zocor crestor pravachol zetia plavix brilinta eliquis xarelto
@@ -68,7 +74,8 @@ DRUG_NAMES = words("""
     "vitamin d", "vitamin d3", "vitamin c", "potassium chloride", "magnesium oxide",
     "calcium carbonate", "insulin glargine", "insulin lispro", "insulin aspart",
     "insulin detemir", "isosorbide mononitrate", "isosorbide dinitrate", "polyethylene glycol",
-    "fish oil", "nicotine patch", "nicotine gum", "icy hot", "sodium bicarbonate",
+    "fish oil", "benzoyl peroxide", "salicylic acid", "nicotine patch", "nicotine gum",
+    "icy hot", "sodium bicarbonate",
 })
 ALLERGENS = DRUG_NAMES | words("""
     sulfa sulfonamides sulfonamide penicillins latex peanuts peanut nuts shellfish eggs egg soy
@@ -76,6 +83,41 @@ ALLERGENS = DRUG_NAMES | words("""
     opiates cephalosporins strawberries fish milk
 """)
 # fmt: on
+# Brands that are also everyday phrases in a note ("plan b" of a plan A/B) are not looked for.
+_AMBIGUOUS_BRANDS = frozenset({"plan b"})
+
+
+def _read_brand_table() -> dict[str, str]:
+    with (Path(__file__).with_name("brand_generic.csv")).open(encoding="utf-8", newline="") as fh:
+        rows = csv.DictReader(fh)
+        table = {" ".join(row["brand"].lower().split()): row["generic"] for row in rows}
+    return {brand: generic for brand, generic in table.items() if brand not in _AMBIGUOUS_BRANDS}
+
+
+BRAND_GENERIC = _read_brand_table()
+DRUG_NAMES = (
+    DRUG_NAMES
+    | frozenset(BRAND_GENERIC)
+    | frozenset(part for generic in BRAND_GENERIC.values() for part in generic.split(" / "))
+)
+
+
+ALLERGENS = ALLERGENS | DRUG_NAMES
+
+
+def _brand_key(name: str) -> str:
+    return re.sub(r"[\s-]+", " ", name.lower()).strip()
+
+
+_GENERIC_BY_BRAND = {_brand_key(brand): generic for brand, generic in BRAND_GENERIC.items()}
+
+
+def generic_of(name: str) -> str | None:
+    """The generic name of a brand as written ("Lasix", "toprol xl" -> ...); None for a name
+    that is not a known brand."""
+    return _GENERIC_BY_BRAND.get(_brand_key(name))
+
+
 MULTIWORD_PATTERNS: dict[str, list[re.Pattern[str]]] = {}
 for _name in sorted((n for n in DRUG_NAMES if " " in n), key=len, reverse=True):
     MULTIWORD_PATTERNS.setdefault(_name.split()[0], []).append(

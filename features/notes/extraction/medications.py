@@ -1,9 +1,10 @@
 """Medications: lexicon names (and unknown words before a dose) with dose, route, frequency."""
 
 import re
+from dataclasses import replace
 
-from .drug_names import DRUG_NAMES, LEXICON_WORDS, MULTIWORD_PATTERNS
-from .results import Medication, Span
+from .drug_names import DRUG_NAMES, LEXICON_WORDS, MULTIWORD_PATTERNS, generic_of
+from .results import Medication, MedicationChange, Span
 from .sections import SectionIndex
 from .text import scan, words
 
@@ -19,8 +20,14 @@ _DOSE = re.compile(
 _DOSE_THEN = re.compile(rf"\s*to\s*(?P<n>{_NUMBER})\s*(?P<u>{_DOSE_UNIT})(?![\w])", re.I)
 # A dose after a word the lexicon does not know: "Zorvatinib 150 mg" (lower-cased scan, from
 # the unit back to the word).
+_SALT = re.compile(
+    r"\s+(?:cypionate|enanthate|undecanoate|succinate|tartrate|hydrochloride|hcl|besylate|"
+    r"maleate|mesylate|citrate|propionate|furoate|valerate|bromide|decanoate|palmitate)\b"
+)
 _BARE_DOSE_UNITS = tuple(
-    re.compile(unit + r"\b") for unit in ("mg", "mcg", "micrograms?", "milligrams?", "units", "iu")
+    # not "cholesterol 222 mg/dL": a concentration is a lab value
+    re.compile(unit + r"\b(?!\s*/\s*(?:d?l|dL|mL))")
+    for unit in ("mg", "mcg", "micrograms?", "milligrams?", "units", "iu")
 )
 _WORD_AND_NUMBER_BEFORE = re.compile(
     rf"(?<![A-Za-z-])(?P<name>[A-Za-z][A-Za-z-]{{3,}})\s+(?<![\d.]){_NUMBER}\s*$"
@@ -58,6 +65,16 @@ _AS_NEEDED = re.compile(
 _SENTENCE_END = re.compile(r"\n|;|(?<!\b[A-Za-z])\.(?=\s|$)|\?|!")
 _NOT_TAKING = re.compile(
     r"\b(?:allergic|allerg(?:y|ies)|intoleran\w*|used to|no longer|stopped|previously)\b[^.;\n]*$",
+    re.I,
+)
+# What the clinician does to a drug, said before its name in the same sentence.
+_CHANGE_VERB = re.compile(
+    r"\b(?P<up>increas\w*|rais\w*|titrat\w* up|uptitrat\w*|doubl\w*|bump\w*|go(?:ing)? up)"
+    r"|\b(?P<down>decreas\w*|reduc\w*|lower\w*|cut\w* back|titrat\w* down|taper\w*|wean\w*)"
+    r"|\b(?P<other>chang\w*|switch\w*|adjust\w*)"
+    r"|\b(?P<stop>stop|stopp\w*|discontinu\w*|d/c|hold|holding|cease)"
+    r"|\b(?P<start>start\w*|begin|began|initiat\w*|prescrib\w*|add(?:ed|ing)?|trial of)"
+    r"(?![\w/])",
     re.I,
 )
 # fmt: off
@@ -142,6 +159,8 @@ def _drug_mentions(text: str, low: str) -> list[tuple[int, int, str]]:
                 if longer:
                     end = longer.end()
                 if longer or word in DRUG_NAMES or word in combined:
+                    salt = _SALT.match(low, end)  # "testosterone cypionate"
+                    end = salt.end() if salt else end
                     found[position] = (position, end, text[position:end])
             position = low.find(word, position + 1)
     mentions = [found[position] for position in sorted(found)]
@@ -221,29 +240,99 @@ def _medication(text: str, start: int, end: int, name: str, limit: int) -> Medic
     return Medication(name, dose, route, frequency, span, text[span_start:span_end])
 
 
+def _dose_number(dose: str | None) -> tuple[float, str] | None:
+    match = re.fullmatch(r"(\d+(?:\.\d+)?) (\S+)", dose or "")
+    return (float(match.group(1)), match.group(2)) if match else None
+
+
+def _direction(before: str | None, after: str | None) -> MedicationChange | None:
+    """How `after` differs from `before` ("500 mg" -> "1000 mg" is increased)."""
+    if not before or not after or before == after:
+        return None
+    a, b = _dose_number(before), _dose_number(after)
+    if a and b and a[1] == b[1]:
+        return "increased" if b[0] > a[0] else "decreased"
+    return "changed"
+
+
+def _verb_before(text: str, start: int) -> str | None:
+    """The change verb of the mention's own clause ("increase the metformin"), if any."""
+    clause_start = max(
+        text.rfind(".", 0, start),
+        text.rfind("\n", 0, start),
+        text.rfind(",", 0, start),
+        text.rfind(";", 0, start),
+        start - 60,
+    )
+    verbs = list(_CHANGE_VERB.finditer(text, max(clause_start, 0), start))
+    return next(name for name, value in verbs[-1].groupdict().items() if value) if verbs else None
+
+
+def _with_change(
+    first: Medication, later: Medication, verb: str | None, in_plan: bool
+) -> Medication:
+    """The drug after a later mention: a new dose said with a change verb, or in the plan, is
+    the regimen now; "stop" in the plan stops it."""
+    if verb == "stop" and in_plan:
+        return replace(first, change="stopped")
+    if later.dose and later.dose != first.dose and (verb or in_plan):
+        direction = {"up": "increased", "down": "decreased"}.get(verb or "")
+        return replace(
+            first,
+            dose=later.dose,
+            frequency=later.frequency or first.frequency,
+            route=later.route or first.route,
+            change=direction or _direction(first.dose, later.dose),
+            previous_dose=first.dose,
+        )
+    return first
+
+
+def _first_change(text: str, medication: Medication, in_plan: bool) -> Medication:
+    """What a drug's first mention says was done: "increase X from 10 mg to 20 mg", or a drug
+    started in the plan."""
+    moved = re.search(
+        rf"from\s+(?P<n>{_NUMBER})\s*(?P<u>{_DOSE_UNIT})\s*to\s*{_NUMBER}", medication.text, re.I
+    )
+    if moved:
+        before = _canonical_dose(moved.group("n"), moved.group("u"))
+        return replace(medication, change=_direction(before, medication.dose), previous_dose=before)
+    if in_plan and _verb_before(text, medication.span.start) == "start":
+        return replace(medication, change="started")
+    return medication
+
+
 def find_medications(
     text: str, low: str, index: SectionIndex, excluded: list[tuple[int, int]]
 ) -> list[Medication]:
     mentions = _drug_mentions(text, low)
     mentions += _unknown_drugs(text, low, mentions)
     mentions.sort()
-    medications: list[Medication] = []
-    taken: set[str] = set()
-    for number, (start, end, name) in enumerate(mentions):
-        key = re.sub(r"[\s-]+", " ", name.lower())
-        if key in taken:
-            continue  # only the first mention of a drug is kept
+    medications: dict[str, Medication] = {}
+    for number, (start, end, written) in enumerate(mentions):
+        generic = generic_of(written)
+        key = re.sub(r"[\s-]+", " ", (generic or written).lower())
         heading = index.heading_at(start)
         if "allerg" in heading or "family" in heading:
             continue
         if any(a <= start < b for a, b in excluded):
             continue
-        sentence_start = max(text.rfind(".", 0, start), text.rfind("\n", 0, start), start - 120)
-        if _NOT_TAKING.search(text, max(sentence_start, 0), start):
-            continue
         limit = min(len(text), end + 100)
         if number + 1 < len(mentions):
             limit = min(limit, mentions[number + 1][0])
-        medications.append(_medication(text, start, end, name, limit))
-        taken.add(key)
-    return medications
+        section = index.section_at(start)
+        in_plan = section is not None and "P" in section.soap
+        if key in medications:  # a later mention: only what it changes is kept
+            verb = _verb_before(text, start)
+            if in_plan or verb:
+                later = _medication(text, start, end, written, limit)
+                medications[key] = _with_change(medications[key], later, verb, in_plan)
+            continue
+        sentence_start = max(text.rfind(".", 0, start), text.rfind("\n", 0, start), start - 120)
+        if _NOT_TAKING.search(text, max(sentence_start, 0), start):
+            continue
+        medication = _medication(text, start, end, written, limit)
+        if generic:
+            medication = replace(medication, name=generic, brand=written)
+        medications[key] = _first_change(text, medication, in_plan)
+    return list(medications.values())

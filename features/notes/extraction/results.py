@@ -63,14 +63,24 @@ class VitalSign(Serialisable):
     text: str
 
 
+MedicationChange = Literal["started", "increased", "decreased", "changed", "stopped"]
+
+
 @dataclass(frozen=True, slots=True)
 class Medication(Serialisable):
+    """A drug, by its generic name where the note names a known brand (`brand` keeps the name
+    as written). `dose` is the latest the note gives; `change` and `previous_dose` say what the
+    note changed ("metformin 500 mg ... increase metformin to 1000 mg")."""
+
     name: str
     dose: str | None
     route: str | None
     frequency: str | None
     span: Span
     text: str
+    brand: str | None = None
+    change: MedicationChange | None = None
+    previous_dose: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

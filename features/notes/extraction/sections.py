@@ -135,12 +135,27 @@ def _heading_in_line(line: str) -> tuple[str, int] | None:
     return None
 
 
+_RESULT_LABELS = frozenset(
+    {"impression", "impressions", "conclusion", "findings", "interpretation"}
+)
+
+
+def _result_label(current: str, hit: tuple[str, int], line_length: int) -> bool:
+    """ "Impression: no acute abnormality" inside RESULTS or IMAGING is the reading of a test,
+    not the visit's assessment: a label with its text on the same line, in an O section."""
+    return (
+        normal_heading(hit[0]) in _RESULT_LABELS
+        and hit[1] < line_length
+        and soap_of(current) == ("O",)
+    )
+
+
 def split_sections(text: str) -> tuple[Section, ...]:
     """Sections in order; text before the first heading is a section with heading None."""
     found: list[tuple[str, int, int]] = []  # heading, line start, body start
     for line_start, line_end in lines(text):
         hit = _heading_in_line(text[line_start:line_end])
-        if hit:
+        if hit and not (found and _result_label(found[-1][0], hit, line_end - line_start)):
             found.append((hit[0], line_start, line_start + hit[1]))
     sections: list[Section] = []
     start, end = trimmed(text, 0, found[0][1] if found else len(text))

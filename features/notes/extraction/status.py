@@ -71,6 +71,10 @@ _AFTER: tuple[tuple[Status, re.Pattern[str]], ...] = tuple(
                        r"years\s+ago|in\s+the\s+(?:remote\s+)?past)\b"),
     )
 )  # fmt: skip
+# A finding that is itself a negative or normal reading.
+_NEGATED_FINDING = re.compile(
+    r"(?:no|not|negative|without|normal|unremarkable|within\s+normal\s+limits)\b", re.I
+)
 _ORDER: tuple[Status, ...] = ("family", "negated", "possible", "historical")
 
 
@@ -95,6 +99,8 @@ def status_of(text: str, start: int, end: int, section: Section | None) -> Statu
         return "family"
     floor = section.start if section else 0
     ceiling = section.end if section else len(text)
+    if _NEGATED_FINDING.match(text, start, end):
+        return "negated"  # "No acute abnormality", "Normal sinus rhythm"
     before, after = _clause_before(text, start, floor), _sentence_after(text, end, ceiling)
     found = {status for status, trigger in _BEFORE if trigger.search(before)}
     found |= {status for status, trigger in _AFTER if trigger.search(after)}

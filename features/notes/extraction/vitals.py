@@ -35,7 +35,7 @@ _LABELLED_VITALS: tuple[tuple[VitalKind, re.Pattern[str]], ...] = tuple(
         ("heart_rate", _RATE_VALUE, (r"heart\s+rate", "hr", r"pulse(?!\s+ox)(?:\s+rate)?")),
         ("temperature", _TEMP_VALUE, (r"temp(?:erature)?", r"tmax", r"fever(?:\s+of)?")),
         ("respiratory_rate", _RR_VALUE, (r"respiratory\s+rate", r"resp\.?\s+rate",
-                                         "respirations", "rr", "resp")),
+                                         r"respirations?", "rr", "resp")),
         ("spo2", _SPO2_VALUE, ("spo2", "sao2", r"o2\s*sat(?:uration)?s?",
                                r"oxygen\s+saturation", r"pulse\s+ox(?:imetry)?",
                                r"sat(?:uration)?s?")),
