@@ -82,12 +82,17 @@ class VitalSignRead(BaseModel):
 
 
 class MedicationRead(BaseModel):
-    name: str
-    dose: str | None
+    name: str = Field(description="Generic name where the note names a known brand")
+    dose: str | None = Field(description="The latest dose the note gives")
     route: str | None
     frequency: str | None
     span: SpanRead
     text: str
+    brand: str | None = Field(default=None, description="The brand as the note wrote it")
+    change: Literal["started", "increased", "decreased", "changed", "stopped"] | None = Field(
+        default=None, description="What the note did to the drug (the plan's change)"
+    )
+    previous_dose: str | None = Field(default=None, description="The dose before the change")
 
 
 class DiagnosisRead(BaseModel):
@@ -109,6 +114,11 @@ class AllergyRead(BaseModel):
     text: str
 
 
+class PlanItemRead(BaseModel):
+    text: str = Field(description="A whole sentence of the note's plan")
+    span: SpanRead
+
+
 class FactsRead(BaseModel):
     """Structured data found in the note; each item keeps the span of text it came from."""
 
@@ -117,6 +127,9 @@ class FactsRead(BaseModel):
     diagnoses: list[DiagnosisRead]
     allergies: list[AllergyRead]
     no_known_allergies: bool
+    plan: list[PlanItemRead] = Field(
+        default_factory=list, description="Notes stored before plans were read have none"
+    )
 
 
 class NoteFileRead(BaseModel):

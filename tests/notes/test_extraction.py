@@ -62,7 +62,13 @@ def spans_are_exact(text: str, analysis: NoteAnalysis) -> None:
     for section in analysis.sections:
         assert text[section.start : section.end] == section.text
     facts = analysis.facts
-    for item in (*facts.vitals, *facts.medications, *facts.diagnoses, *facts.allergies):
+    for item in (
+        *facts.vitals,
+        *facts.medications,
+        *facts.diagnoses,
+        *facts.allergies,
+        *facts.plan,
+    ):
         assert text[item.span.start : item.span.end] == item.text, item
 
 
@@ -758,14 +764,43 @@ def test_a_test_reading_in_the_results_is_not_an_assessment():
 def test_respiration_singular_and_lab_values_that_are_not_drugs():
     facts = analyse(RESULTS_NOTE).facts
     assert ("respiratory_rate", 16) in [(v.kind, v.value) for v in facts.vitals]
-    assert [(m.name, m.dose) for m in facts.medications] == [
-        ("Testosterone cypionate", "140 mg")
-    ]
+    assert [(m.name, m.dose) for m in facts.medications] == [("Testosterone cypionate", "140 mg")]
 
 
 def test_a_finding_that_reads_negative_is_negated():
     (finding,) = analyse("IMPRESSION\n\nNo acute abnormality.\n").facts.diagnoses
     assert finding.status == "negated"
+
+
+PLAN_NOTE = """ASSESSMENT AND PLAN
+
+1. Type 2 diabetes.
+- Medical Reasoning: His hemoglobin A1c was elevated at 8.
+- Medical Treatment: Increase metformin to 1000 mg twice a day.
+- Additional Testing: Repeat hemoglobin A1c in 6 months.
+
+2. Right knee pain.
+- Medical Reasoning: His recent x-ray was unremarkable.
+- Patient Education and Counseling: He was encouraged to ice the knee. He understands.
+
+The patient will follow up in 3 months.
+"""
+
+
+def test_the_plan_is_whole_sentences_of_what_is_done():
+    plan = analyse(PLAN_NOTE).facts.plan
+    assert [item.text for item in plan] == [
+        "Increase metformin to 1000 mg twice a day.",
+        "Repeat hemoglobin A1c in 6 months.",
+        "He was encouraged to ice the knee.",
+        "The patient will follow up in 3 months.",
+    ]
+    for item in plan:
+        assert PLAN_NOTE[item.span.start : item.span.end] == item.text
+
+
+def test_a_note_without_a_plan_section_has_no_plan():
+    assert analyse("HPI: knee pain for two weeks. Will follow up.").facts.plan == ()
 
 
 # --- scores against the hand labels ----------------------------------------------------------

@@ -72,6 +72,10 @@ async def test_a_json_note_is_analysed_and_answered_as_get_returns_it(client, cl
     assert any(a["substance"].lower() == "penicillin" for a in facts["allergies"])
     bp = next(v for v in facts["vitals"] if v["kind"] == "blood_pressure")
     assert SOAP_NOTE[bp["span"]["start"] : bp["span"]["end"]] == bp["text"]
+    assert [item["text"] for item in facts["plan"]] == [
+        "Increase lisinopril to 20 mg po daily.",
+        "Recheck in 4 weeks.",
+    ]
 
     again = await client.get(f"{notes_url}/{note['id']}", headers=clinician.headers)
     assert again.status_code == 200

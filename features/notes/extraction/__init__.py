@@ -9,6 +9,7 @@ from .allergies import find_allergies
 from .classification import classify
 from .diagnoses import diagnosis_key, find_diagnoses
 from .medications import find_medications
+from .plan import find_plan
 from .results import (
     Allergy,
     Classification,
@@ -16,6 +17,7 @@ from .results import (
     Facts,
     Medication,
     NoteAnalysis,
+    PlanItem,
     Section,
     Span,
     VitalSign,
@@ -31,6 +33,7 @@ __all__ = [
     "Facts",
     "Medication",
     "NoteAnalysis",
+    "PlanItem",
     "Section",
     "Span",
     "VitalSign",
@@ -53,6 +56,7 @@ def extract_facts(text: str, sections: tuple[Section, ...]) -> Facts:
         diagnoses=tuple(find_diagnoses(text, low, sections)),
         allergies=tuple(allergies),
         no_known_allergies=no_known,
+        plan=tuple(find_plan(text, sections)),
     )
 
 

@@ -104,12 +104,21 @@ class Allergy(Serialisable):
 
 
 @dataclass(frozen=True, slots=True)
+class PlanItem(Serialisable):
+    """A whole sentence of the plan; `span` is its place in the note."""
+
+    text: str
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
 class Facts(Serialisable):
     vitals: tuple[VitalSign, ...]
     medications: tuple[Medication, ...]
     diagnoses: tuple[Diagnosis, ...]
     allergies: tuple[Allergy, ...]
     no_known_allergies: bool
+    plan: tuple[PlanItem, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
