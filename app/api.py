@@ -17,8 +17,8 @@ from features.csv_ingest.router import router as csv_router
 from features.fhir_flatten import cli as fhir_flatten_cli
 from features.fhir_flatten import handlers as fhir_flatten
 from features.fhir_flatten import tasks as fhir_flatten_tasks
-from features.fhir_flatten import workers as flatten_workers
 from features.fhir_flatten.router import router as flatten_router
+from features.fhir_flatten.store import workers as flatten_workers
 from features.fhir_proxy.router import router as fhir_router
 from features.notes import cli as notes_cli
 from features.notes.router import router as notes_router

@@ -4,7 +4,7 @@ from app import audit as audit_models
 from app.db import Base
 from features.auth import models as auth_models
 from features.csv_ingest import models as csv_ingest_models
-from features.fhir_flatten import models as fhir_flatten_models
+from features.fhir_flatten.store import models as fhir_flatten_models
 from features.notes import models as notes_models
 from features.patients import models as patients_models
 from features.summaries import models as summaries_models

@@ -34,8 +34,9 @@ sys.path.insert(0, str(ROOT))
 
 from api_load import database_urls, drop_database, recreate_database  # noqa: E402
 
-from features.fhir_flatten import handlers, loading, workers  # noqa: E402
-from features.fhir_flatten.sources import Upsert, read_bundle  # noqa: E402
+from features.fhir_flatten import handlers  # noqa: E402
+from features.fhir_flatten.engine.sources import Upsert, read_bundle  # noqa: E402
+from features.fhir_flatten.store import loading, workers  # noqa: E402
 
 SYNTHEA = ROOT.parent / "shared" / "data" / "synthea"
 DEFAULT_SERVER_URL = "postgresql://postgres@127.0.0.1:5432/postgres"

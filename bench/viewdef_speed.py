@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from features.fhir_flatten.viewdef import compile_view  # noqa: E402
+from features.fhir_flatten.engine.viewdef import compile_view  # noqa: E402
 
 SYNTHEA = ROOT.parent / "shared" / "data" / "synthea"
 

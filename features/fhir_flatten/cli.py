@@ -6,7 +6,13 @@ import asyncio
 import sys
 from pathlib import Path
 
+from app.db import create_engine, create_sessionmaker
+from app.errors import AppError
+from app.process import freeze_startup_objects
+from features.fhir_flatten import handlers
+from features.fhir_flatten.engine.viewdef.conformance import main as run_conformance
 from features.fhir_flatten.inbox import SUFFIXES
+from features.fhir_flatten.store import workers
 
 
 def register(commands: argparse._SubParsersAction, settings_loader, database_url) -> None:
@@ -25,9 +31,7 @@ def register(commands: argparse._SubParsersAction, settings_loader, database_url
 
 
 def cmd_conformance(args: argparse.Namespace) -> int:
-    from features.fhir_flatten.viewdef.conformance import main
-
-    return main(str(args.directory), args.report)
+    return run_conformance(str(args.directory), args.report)
 
 
 def _files(paths: list[Path]) -> list[Path]:
@@ -55,11 +59,6 @@ def _progress(done: int, total: int, name: str, note: str) -> None:
 
 
 def cmd_flatten(args: argparse.Namespace, settings_loader, database_url) -> int:
-    from app.db import create_engine, create_sessionmaker
-    from app.errors import AppError
-    from app.process import freeze_startup_objects
-    from features.fhir_flatten import handlers, workers
-
     settings = settings_loader()
     url = database_url(settings)
     files = _files(args.paths)

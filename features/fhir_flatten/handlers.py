@@ -2,13 +2,14 @@
 
 import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import structlog
 from anyio import to_thread
-from sqlalchemy import select, text
+from sqlalchemy import Select, column, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app import audit
@@ -21,17 +22,17 @@ from app.errors import (
     UnprocessableContent,
 )
 from app.security import Principal
-from features.fhir_flatten import loading, tables, workers
-from features.fhir_flatten.loading import LoadCounts, UnloadableData
-from features.fhir_flatten.models import FlatView, StoredResource
+from features.fhir_flatten.engine.sources import InvalidEntries, SourceError
+from features.fhir_flatten.engine.viewdef import CompiledView, ViewError, compile_view
+from features.fhir_flatten.row_formats import MEDIA_TYPES, encode_rows
 from features.fhir_flatten.schemas import ColumnInfo, ViewInfo
-from features.fhir_flatten.sources import InvalidEntries, SourceError
-from features.fhir_flatten.viewdef import CompiledView, ViewError, compile_view
+from features.fhir_flatten.store import loading, tables, workers
+from features.fhir_flatten.store.loading import LoadCounts, UnloadableData
+from features.fhir_flatten.store.models import FlatView, StoredResource
 
 log = structlog.get_logger(__name__)
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "views"
-ROW_FORMATS = ("json", "ndjson", "csv")
 
 
 def builtin_definitions() -> dict[str, dict[str, Any]]:
@@ -45,7 +46,7 @@ async def ensure_builtin_views(session: AsyncSession) -> list[str]:
     their transactions: otherwise two of them create the same new table at once and one fails.
     """
     await session.execute(
-        text("SELECT pg_advisory_xact_lock(hashtext('fhir_flatten.ensure_builtin_views'))")
+        select(func.pg_advisory_xact_lock(func.hashtext("fhir_flatten.ensure_builtin_views")))
     )
     stored = {
         row.name: row.definition
@@ -90,8 +91,7 @@ def _columns(view: CompiledView) -> list[ColumnInfo]:
 
 
 async def _row_count(session: AsyncSession, name: str) -> int:
-    table = tables.table_name(name)
-    return await session.scalar(text(f'SELECT count(*) FROM "{table}"'))  # noqa: S608
+    return await session.scalar(select(func.count()).select_from(tables.view_table(name)))
 
 
 async def _info(session: AsyncSession, record: FlatView) -> ViewInfo:
@@ -245,9 +245,44 @@ async def load_stream(
 # --- rows ----------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class EncodedRows:
+    """Rows to stream: the encoded chunks and their media type."""
+
+    chunks: AsyncIterator[bytes]
+    media_type: str
+
+
+def _encoded(rows: AsyncIterator[Sequence[Any]], view: CompiledView, fmt: str) -> EncodedRows:
+    names = [column.name for column in view.columns]
+    return EncodedRows(encode_rows(rows, names, fmt), MEDIA_TYPES[fmt])
+
+
+async def read_rows(
+    session: AsyncSession,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    user: Principal,
+    name: str,
+    filters: dict[str, str],
+    fmt: str,
+    limit: int | None,
+    offset: int,
+) -> EncodedRows:
+    """A view's rows, filtered (`row_query`), read while they stream."""
+    record = await get_view(session, name)
+    view = loading.compiled(record.definition)
+    query = row_query(view, name, filters, limit, offset)
+    await audit.record(
+        session, actor=user, action="flatten.rows", resource_type="View", resource_id=name
+    )
+    # The rows are read while they stream, after this session has committed and closed: on a
+    # session of their own, from a server-side cursor.
+    return _encoded(stream_rows(sessionmaker, query), view, fmt)
+
+
 def row_query(
     view: CompiledView, name: str, filters: dict[str, str], limit: int | None, offset: int
-) -> tuple[str, dict[str, Any]]:
+) -> Select:
     """SELECT the view's columns, with equality filters on columns (each value read as its
     column's type first: a bad one is a 400, not a failed query), in a stable order."""
     known = {column.name: column for column in view.columns}
@@ -256,34 +291,81 @@ def row_query(
         raise BadRequest(
             f"Not columns of the view: {', '.join(unknown)}. Columns: {', '.join(known)}."
         )
-    names = ", ".join(f'"{column.name}"' for column in view.columns)
-    where, params = [], {}
-    for index, (column, value) in enumerate(sorted(filters.items())):
+    table = tables.view_table(name, view.columns)
+    query = select(*(table.c[column.name] for column in view.columns))
+    for column_name, value in sorted(filters.items()):
         try:
-            params[f"f{index}"] = tables.filter_value(known[column], value)
+            wanted = tables.filter_value(known[column_name], value)
         except tables.UnstorableValue as exc:
-            raise BadRequest(f"Filter {column}: {exc}.") from None
-        where.append(f'"{column}" = :f{index}')
-    sql = f'SELECT {names} FROM "{tables.table_name(name)}"'  # noqa: S608
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    sql += f" ORDER BY {tables.KEY_COLUMN}, ctid OFFSET :offset"
-    params["offset"] = offset
-    if limit is not None:
-        sql += " LIMIT :limit"
-        params["limit"] = limit
-    return sql, params
+            raise BadRequest(f"Filter {column_name}: {exc}.") from None
+        query = query.where(table.c[column_name] == wanted)
+    # A stable order: by resource, then (ctid) as its rows were written.
+    query = query.order_by(table.c[tables.KEY_COLUMN], column("ctid")).offset(offset)
+    return query if limit is None else query.limit(limit)
 
 
 async def stream_rows(
-    sessionmaker: async_sessionmaker[AsyncSession], sql: str, params: dict[str, Any]
+    sessionmaker: async_sessionmaker[AsyncSession], query: Select
 ) -> AsyncIterator[Any]:
     """Rows from a server-side cursor, a batch at a time: a million rows never sit in memory."""
     async with sessionmaker() as session:
-        result = await session.stream(text(sql).execution_options(yield_per=2000), params)
+        result = await session.stream(query.execution_options(yield_per=2000))
         async for partition in result.partitions(2000):
             for row in partition:
                 yield row
+
+
+# --- $run ----------------------------------------------------------------------------------
+
+
+def _run_input(body: dict[str, Any]) -> tuple[dict[str, Any], list[dict] | None, str | None]:
+    """(the ViewDefinition, the resources or None for the stored ones, the format)."""
+    if body.get("resourceType") != "Parameters":
+        return body, None, None
+    view, resources, fmt = None, [], None
+    for parameter in body.get("parameter") or []:
+        name = parameter.get("name")
+        if name == "viewResource":
+            view = parameter.get("resource")
+        elif name == "resource":
+            resources.append(parameter.get("resource"))
+        elif name == "_format":
+            fmt = parameter.get("valueCode") or parameter.get("valueString")
+    if not isinstance(view, dict):
+        raise UnprocessableContent("The Parameters need a 'viewResource' (a ViewDefinition).")
+    return view, (resources or None), fmt
+
+
+async def run_operation(
+    session: AsyncSession,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    user: Principal,
+    body: dict[str, Any],
+    fmt: str | None,
+) -> EncodedRows:
+    """`$run`: a ViewDefinition, or Parameters with viewResource, resource* and _format, run
+    over the resources given or else the stored ones; `fmt` (the query's) before _format."""
+    definition, resources, requested = _run_input(body)
+    fmt = fmt or requested or "json"
+    if fmt not in MEDIA_TYPES:
+        raise UnprocessableContent(f"_format must be one of json, ndjson, csv, not {fmt!r}.")
+    view = validate_view(definition)
+    if resources is not None:
+        batches: AsyncIterator[list[tuple]] = _one(await run_view(view, resources))
+    else:
+        batches = await stored_view_rows(session, sessionmaker, view)
+    await audit.record(session, actor=user, action="flatten.run", resource_type="View")
+    return _encoded(_each_row(batches), view, fmt)
+
+
+async def _one(batch: list[tuple]) -> AsyncIterator[list[tuple]]:
+    yield batch
+
+
+async def _each_row(batches: AsyncIterator[list[tuple]]) -> AsyncIterator[tuple]:
+    async for batch in batches:
+        for row in batch:
+            yield row
 
 
 async def stored_page(

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.errors import AppError
 from features.fhir_flatten import handlers
-from features.fhir_flatten.models import InboxFile
+from features.fhir_flatten.store.models import InboxFile
 
 log = structlog.get_logger(__name__)
 

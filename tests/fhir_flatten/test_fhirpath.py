@@ -4,8 +4,8 @@ import sys
 
 import pytest
 
-from features.fhir_flatten.viewdef import FhirPathError, ViewError, compile_view, parser
-from features.fhir_flatten.viewdef.compiler import Compiler, Env
+from features.fhir_flatten.engine.viewdef import FhirPathError, ViewError, compile_view, parser
+from features.fhir_flatten.engine.viewdef.compiler import Compiler, Env
 
 PATIENT = {
     "resourceType": "Patient",

@@ -177,7 +177,7 @@ async def test_a_resource_loaded_again_later_in_the_same_load_has_one_set_of_row
 ):
     """A resource first stored in this load has no rows to delete; stored again a chunk later
     (same transaction), its first rows must still be replaced."""
-    from features.fhir_flatten import loading
+    from features.fhir_flatten.store import loading
 
     monkeypatch.setattr(loading, "CHUNK", 2)
     pid, other, oid = str(uuid.uuid4()), str(uuid.uuid4()), str(uuid.uuid4())
@@ -281,6 +281,83 @@ async def test_views_of_ones_own(client, views, analyst, make_user):
         await client.delete(f"/flatten/views/{name}", headers=analyst.headers)
     ).status_code == 204
     assert (await client.get(f"/flatten/views/{name}", headers=analyst.headers)).status_code == 404
+
+
+async def test_a_view_of_every_column_type_filters_on_each(client, views, analyst):
+    """The longest view name, mixed-case and reserved-word column names, and a filter on a
+    column of each PostgreSQL type the views' tables use."""
+    pid = str(uuid.uuid4())
+    extensions = {"decimal": 2.5, "dateTime": "2020-05-01T10:00:00+02:00", "time": "10:30:00"}
+    person = patient(
+        pid,
+        active=True,
+        multipleBirthInteger=2,
+        extension=[
+            {"url": f"urn:test:{kind}", f"value{kind[0].upper()}{kind[1:]}": value}
+            for kind, value in extensions.items()
+        ],
+    )
+    assert (await post_bundle(client, analyst, bundle(person))).status_code == 200
+    name = f"t{uuid.uuid4().hex}".ljust(58, "x")
+
+    def extension(kind: str) -> str:
+        return f"extension('urn:test:{kind}').value.ofType({kind})"
+
+    columns = {
+        "id": ("getResourceKey()", "id"),
+        "active": ("active", "boolean"),
+        "multipleBirth": ("multipleBirth.ofType(integer)", "integer"),
+        "births": ("multipleBirth.ofType(integer)", "integer64"),
+        "weight": (extension("decimal"), "decimal"),
+        "birthDate": ("birthDate", "date"),
+        "at": (extension("dateTime"), "dateTime"),
+        "clock": (extension("time"), "time"),
+        "order": ("gender", "code"),
+    }
+    definition = {
+        "resourceType": "ViewDefinition",
+        "name": name,
+        "resource": "Patient",
+        "select": [
+            {
+                "column": [
+                    {"name": column, "path": path, "type": kind}
+                    for column, (path, kind) in columns.items()
+                ]
+            }
+        ],
+    }
+    created = await client.post("/flatten/views", json=definition, headers=analyst.headers)
+    assert created.status_code == 201, created.text
+    assert created.json()["table"] == f"flat_{name}"
+    expected = {
+        "id": pid,
+        "active": True,
+        "multipleBirth": 2,
+        "births": 2,
+        "weight": 2.5,
+        "birthDate": "1970-03-04",
+        "at": "2020-05-01T08:00:00+00:00",
+        "clock": "10:30:00",
+        "order": "female",
+    }
+    assert await rows(client, analyst, name, id=pid) == [expected]
+    filters = {
+        "active": "true",
+        "multipleBirth": "2",
+        "births": "2",
+        "weight": "2.50",
+        "birthDate": "1970-03-04",
+        "at": "2020-05-01T10:00:00+02:00",
+        "clock": "10:30",
+        "order": "female",
+    }
+    for column, value in filters.items():
+        assert await rows(client, analyst, name, id=pid, **{column: value}) == [expected], column
+    assert await rows(client, analyst, name, id=pid, active="false") == []
+    assert (
+        await client.delete(f"/flatten/views/{name}", headers=analyst.headers)
+    ).status_code == 204
 
 
 async def test_text_with_tabs_newlines_and_backslashes_comes_back_as_it_was(
@@ -505,7 +582,7 @@ def test_builtin_views_are_valid():
 
 
 async def test_run_over_the_stored_resources_page_by_page(client, views, analyst, monkeypatch):
-    from features.fhir_flatten import loading
+    from features.fhir_flatten.store import loading
 
     family = f"Run{uuid.uuid4().hex[:6]}"
     pids = sorted(str(uuid.uuid4()) for _ in range(5))

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from features.fhir_flatten import jsonstream, sources
-from features.fhir_flatten.sources import (
+from features.fhir_flatten.engine import jsonstream, sources
+from features.fhir_flatten.engine.sources import (
     Delete,
     EntryProblem,
     InvalidEntries,
@@ -848,7 +848,7 @@ def test_read_any_lists_the_problems_of_a_single_resource() -> None:
 MEMORY_PROBE = textwrap.dedent(
     """
     import resource, sys
-    from features.fhir_flatten.sources import read_bundle
+    from features.fhir_flatten.engine.sources import read_bundle
 
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     with open(sys.argv[1], "rb") as stream:

@@ -5,7 +5,7 @@ import copy
 
 import pytest
 
-from features.fhir_flatten.viewdef import Column, CompiledView, ViewError, compile_view
+from features.fhir_flatten.engine.viewdef import Column, CompiledView, ViewError, compile_view
 
 VALID = {
     "resourceType": "ViewDefinition",

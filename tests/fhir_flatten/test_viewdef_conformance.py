@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from features.fhir_flatten.viewdef.conformance import main, run_suite
+from features.fhir_flatten.engine.viewdef.conformance import main, run_suite
 
 SUITE = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "sql-on-fhir-v2" / "tests"
 SUITE_SIZE = 134
@@ -134,7 +134,7 @@ def test_rows_compare_as_multisets_with_json_numbers(tmp_path):
 
 
 def test_an_engine_crash_is_a_failure_even_where_an_error_is_expected(tmp_path, monkeypatch):
-    from features.fhir_flatten.viewdef import conformance
+    from features.fhir_flatten.engine.viewdef import conformance
 
     def crash(view):
         raise KeyError("boom")

@@ -19,8 +19,9 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from features.fhir_flatten import handlers, loading, workers
-from features.fhir_flatten.sources import InvalidEntries, SourceError
+from features.fhir_flatten import handlers
+from features.fhir_flatten.engine.sources import InvalidEntries, SourceError
+from features.fhir_flatten.store import loading, workers
 from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD
 from tests.fhir_flatten.test_router import bundle, patient, post_bundle, synthea_files
 
@@ -201,9 +202,9 @@ async def test_when_the_worker_dies_during_a_load_nothing_is_loaded(
 async def test_a_body_past_the_memory_limit_reaches_the_worker_as_a_named_file(
     client, views, analyst, monkeypatch
 ):
-    from features.fhir_flatten import router
+    from features.fhir_flatten import dependencies
 
-    monkeypatch.setattr(router, "SPOOL_IN_MEMORY_BYTES", 4096)
+    monkeypatch.setattr(dependencies, "SPOOL_IN_MEMORY_BYTES", 4096)
     opened: list[workers.Input | None] = []
     input_of = workers.Input.of
 

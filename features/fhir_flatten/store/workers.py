@@ -34,8 +34,8 @@ import structlog
 from anyio import to_thread
 
 from app.process import freeze_startup_objects
-from features.fhir_flatten import loading
-from features.fhir_flatten.sources import read_any
+from features.fhir_flatten.engine.sources import read_any
+from features.fhir_flatten.store import loading
 
 log = structlog.get_logger(__name__)
 

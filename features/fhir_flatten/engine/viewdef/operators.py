@@ -9,9 +9,9 @@ import re
 from decimal import Decimal, DivisionByZero, InvalidOperation
 from typing import Any
 
-from features.fhir_flatten.viewdef import temporal
-from features.fhir_flatten.viewdef.errors import ViewError
-from features.fhir_flatten.viewdef.parser import Quantity
+from features.fhir_flatten.engine.viewdef import temporal
+from features.fhir_flatten.engine.viewdef.errors import ViewError
+from features.fhir_flatten.engine.viewdef.parser import Quantity
 
 _NUMBER_TYPES = (int, float, Decimal)
 _PLAIN = (str, int, float)

@@ -1,22 +1,25 @@
-"""The FHIRPath function table, and the functions on collections (existence, filtering,
-subsetting, combining).
+"""The functions on collections (existence, filtering, subsetting, combining), and the
+factories the other function modules build theirs with.
 
-Each entry is `name: (fewest arguments, most arguments, factory)`. A factory runs once, when the
-view is compiled: it gets the compiler and the call's syntax node and returns
-`(implementation, mode)`: ITEMS for `impl(input)`, CONTEXT for `impl(input, this, env)` (input
-being the collection the function is invoked on), EVALUATOR for a complete evaluator that reads
-its input itself (used to fuse `value.ofType(Quantity)` into one dictionary lookup).
+Each entry is `name: (fewest arguments, most arguments, factory)` (see registry.py). A factory
+returns `(implementation, mode)`: ITEMS for `impl(input)`, CONTEXT for `impl(input, this, env)`
+(input being the collection the function is invoked on), EVALUATOR for a complete evaluator that
+reads its input itself (used to fuse `value.ofType(Quantity)` into one dictionary lookup).
 """
 
 from collections.abc import Callable
 from typing import Any
 
-from features.fhir_flatten.viewdef import operators
-from features.fhir_flatten.viewdef.compiler import CONTEXT, ITEMS
-from features.fhir_flatten.viewdef.errors import ViewError
-
-Impl = Callable[..., list]
-Factory = Callable[[Any, Any], tuple[Impl, str]]
+from features.fhir_flatten.engine.viewdef import operators
+from features.fhir_flatten.engine.viewdef.errors import ViewError
+from features.fhir_flatten.engine.viewdef.registry import (
+    CONTEXT,
+    ITEMS,
+    Factory,
+    FunctionSpec,
+    Impl,
+    register_functions,
+)
 
 
 def on_input(fn: Callable[[list], list]) -> Factory:
@@ -239,7 +242,7 @@ def _trace(compiler, node) -> tuple[Impl, str]:
     return (lambda items: items), ITEMS
 
 
-CORE: dict[str, tuple[int, int, Factory]] = {
+CORE: dict[str, FunctionSpec] = {
     "empty": (0, 0, on_input(lambda items: [not items])),
     "exists": (0, 1, with_lambda(_exists)),
     "all": (1, 1, with_lambda(_all)),
@@ -273,13 +276,4 @@ CORE: dict[str, tuple[int, int, Factory]] = {
     "trace": (1, 2, _trace),
 }
 
-
-def _table() -> dict[str, tuple[int, int, Factory]]:
-    from features.fhir_flatten.viewdef.functions_fhir import FHIR
-    from features.fhir_flatten.viewdef.functions_text import TEXT
-    from features.fhir_flatten.viewdef.functions_types import TYPES
-
-    return CORE | TEXT | TYPES | FHIR
-
-
-FUNCTIONS: dict[str, tuple[int, int, Factory]] = _table()
+register_functions(CORE)

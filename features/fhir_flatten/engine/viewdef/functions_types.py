@@ -7,17 +7,16 @@ the type is judged from the JSON value (see `types.predicate`).
 
 from typing import Any
 
-from features.fhir_flatten.viewdef import operators, types
-from features.fhir_flatten.viewdef.compiler import (
+from features.fhir_flatten.engine.viewdef import operators, types
+from features.fhir_flatten.engine.viewdef.compiler import Compiler, Env, Evaluator, extend_flat
+from features.fhir_flatten.engine.viewdef.errors import ViewError
+from features.fhir_flatten.engine.viewdef.parser import Node
+from features.fhir_flatten.engine.viewdef.registry import (
     EVALUATOR,
     ITEMS,
-    Compiler,
-    Env,
-    Evaluator,
-    extend_flat,
+    register_functions,
+    register_type_operators,
 )
-from features.fhir_flatten.viewdef.errors import ViewError
-from features.fhir_flatten.viewdef.parser import Node
 
 
 def _choice_reader(compiler: Compiler, member: Node, type_name: str) -> Evaluator:
@@ -113,14 +112,19 @@ def _as_list(value: Any) -> list:
     return value if value.__class__ is list else [value]
 
 
-def type_operator(compiler: Compiler, operator_name: str, type_name: str, subject: Node):
-    """The `is` and `as` operators (`value is Quantity`, `value as Quantity`)."""
-    if operator_name == "is":
-        impl, mode = type_test(compiler, type_name, subject)
-    elif _is_choice_member(subject):
-        impl, mode = _choice_reader(compiler, subject, type_name), EVALUATOR
-    else:
-        impl, mode = _filter(type_name), ITEMS
+def _is_operator(compiler: Compiler, type_name: str, subject: Node) -> Evaluator:
+    """The `is` operator (`value is Quantity`)."""
+    return _operator(compiler, subject, *type_test(compiler, type_name, subject))
+
+
+def _as_operator(compiler: Compiler, type_name: str, subject: Node) -> Evaluator:
+    """The `as` operator (`value as Quantity`)."""
+    if _is_choice_member(subject):
+        return _choice_reader(compiler, subject, type_name)
+    return _operator(compiler, subject, _filter(type_name), ITEMS)
+
+
+def _operator(compiler: Compiler, subject: Node, impl: Any, mode: str) -> Evaluator:
     if mode == EVALUATOR:
         return impl
     base = compiler.compile(subject)
@@ -132,3 +136,6 @@ TYPES = {
     "as": (1, 1, _of_type),
     "is": (1, 1, _is),
 }
+
+register_functions(TYPES)
+register_type_operators({"is": _is_operator, "as": _as_operator})

@@ -11,11 +11,11 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from features.fhir_flatten.viewdef.compiler import Compiler, Env, Evaluator
-from features.fhir_flatten.viewdef.constants import parse_constants
-from features.fhir_flatten.viewdef.errors import ViewError
-from features.fhir_flatten.viewdef.parser import Node, parse
-from features.fhir_flatten.viewdef.rows import (
+from features.fhir_flatten.engine.viewdef.compiler import Compiler, Env, Evaluator
+from features.fhir_flatten.engine.viewdef.constants import parse_constants
+from features.fhir_flatten.engine.viewdef.errors import ViewError
+from features.fhir_flatten.engine.viewdef.parser import Node, parse
+from features.fhir_flatten.engine.viewdef.rows import (
     RowsFn,
     column_reader,
     combine,
@@ -23,7 +23,7 @@ from features.fhir_flatten.viewdef.rows import (
     repeat,
     where_test,
 )
-from features.fhir_flatten.viewdef.shape import NAME, as_list, as_object
+from features.fhir_flatten.engine.viewdef.shape import NAME, as_list, as_object
 
 RESOURCE_TYPE = re.compile(r"[A-Z][A-Za-z]{0,63}")
 MAX_SELECT_DEPTH = 64

@@ -8,9 +8,9 @@ expression is refused with a ViewError instead.
 from decimal import Decimal
 from typing import Any
 
-from features.fhir_flatten.viewdef import temporal
-from features.fhir_flatten.viewdef.errors import FhirPathError
-from features.fhir_flatten.viewdef.lexer import Token, tokenize, unescape
+from features.fhir_flatten.engine.viewdef import temporal
+from features.fhir_flatten.engine.viewdef.errors import FhirPathError
+from features.fhir_flatten.engine.viewdef.lexer import Token, tokenize, unescape
 
 # 128 levels leave room on Python's stack (1000 frames) for the 3 to 5 frames a level costs
 # when parsed, compiled and run, plus the caller's own frames.

@@ -3,7 +3,7 @@
 import re
 from typing import NamedTuple
 
-from features.fhir_flatten.viewdef.errors import FhirPathError
+from features.fhir_flatten.engine.viewdef.errors import FhirPathError
 
 
 class Token(NamedTuple):

@@ -9,6 +9,7 @@ are real `date` / `timestamptz` for dashboards, so a partial value is stored as 
 instant and a dateTime without a zone as UTC. The resource itself is kept whole beside them.
 """
 
+import functools
 import json
 import operator
 import re
@@ -17,15 +18,35 @@ from datetime import UTC, date, datetime, time
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Date,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    Numeric,
+    Table,
+    Text,
+    Time,
+    any_,
+    bindparam,
+    delete,
+)
+from sqlalchemy import Column as TableColumn
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.schema import CreateIndex, CreateTable, DropTable
+from sqlalchemy.types import TypeEngine
 
-from features.fhir_flatten.viewdef import Column
+from features.fhir_flatten.engine.viewdef import Column
 
 TABLE_PREFIX = "flat_"
 KEY_COLUMN = "_resource_id"
 VIEW_NAME = re.compile(r"[a-z][a-z0-9_]{0,57}")
-MAX_COLUMN_NAME = 63  # PostgreSQL's identifier length
+MAX_IDENTIFIER = 63  # PostgreSQL's identifier length
+MAX_COLUMN_NAME = MAX_IDENTIFIER
 
 SQL_TYPES = {
     "boolean": "boolean",
@@ -40,6 +61,18 @@ SQL_TYPES = {
     "time": "time",
 }  # everything else (string, code, id, uri, ...) is text
 
+_COLUMN_TYPES: dict[str, TypeEngine] = {
+    "boolean": Boolean(),
+    "integer": Integer(),
+    "bigint": BigInteger(),
+    "numeric": Numeric(),
+    "date": Date(),
+    "timestamptz": DateTime(timezone=True),
+    "time": Time(),
+    "jsonb": JSONB(),
+    "text": Text(),
+}
+
 
 def table_name(view_name: str) -> str:
     return TABLE_PREFIX + view_name
@@ -51,30 +84,45 @@ def sql_type(column: Column) -> str:
     return SQL_TYPES.get(column.type or "", "text")
 
 
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
+def view_table(view_name: str, columns: Sequence[Column] = ()) -> Table:
+    """The view's table for SQLAlchemy Core: the key column, then `columns` (pass them all to
+    make the table or read its rows; none are needed to count or delete rows)."""
+    return _table(view_name, tuple((column.name, sql_type(column)) for column in columns))
+
+
+# One Table object for each shape of a view's table: SQLAlchemy caches a statement's compiled
+# SQL by the identity of its tables, so a new Table per statement would compile every time.
+@functools.lru_cache(maxsize=256)
+def _table(view_name: str, columns: tuple[tuple[str, str], ...]) -> Table:
+    name = table_name(view_name)
+    table = Table(
+        name,
+        MetaData(),  # its own: not the models' metadata, and a view may change its columns
+        TableColumn(KEY_COLUMN, Text(), nullable=False),
+        *(TableColumn(column, _COLUMN_TYPES[kind], quote=True) for column, kind in columns),
+        quote=True,
+    )
+    # Cut as PostgreSQL cuts an identifier longer than it keeps (names here are ASCII).
+    Index(("ix_" + name + "_key")[:MAX_IDENTIFIER], table.c[KEY_COLUMN], quote=True)
+    return table
 
 
 async def create_table(session: AsyncSession, view_name: str, columns: Sequence[Column]) -> None:
-    table = table_name(view_name)
-    definitions = [f"{KEY_COLUMN} text NOT NULL"] + [
-        f"{_quote(column.name)} {sql_type(column)}" for column in columns
-    ]
-    await session.execute(text(f"DROP TABLE IF EXISTS {_quote(table)}"))
-    await session.execute(text(f"CREATE TABLE {_quote(table)} ({', '.join(definitions)})"))
-    await session.execute(
-        text(f"CREATE INDEX {_quote(f'ix_{table}_key')} ON {_quote(table)} ({KEY_COLUMN})")
-    )
+    table = view_table(view_name, columns)
+    await session.execute(DropTable(table, if_exists=True))
+    await session.execute(CreateTable(table))
+    for index in table.indexes:
+        await session.execute(CreateIndex(index))
 
 
 async def drop_table(session: AsyncSession, view_name: str) -> None:
-    await session.execute(text(f"DROP TABLE IF EXISTS {_quote(table_name(view_name))}"))
+    await session.execute(DropTable(view_table(view_name), if_exists=True))
 
 
 async def delete_rows(session: AsyncSession, view_name: str, resource_ids: list[str]) -> None:
-    # The table name comes from a view name checked against VIEW_NAME, never from a request.
+    table = view_table(view_name)
     await session.execute(
-        text(f"DELETE FROM {_quote(table_name(view_name))} WHERE {KEY_COLUMN} = ANY(:ids)"),  # noqa: S608
+        delete(table).where(table.c[KEY_COLUMN] == any_(bindparam("ids", type_=ARRAY(Text())))),
         {"ids": resource_ids},
     )
 

@@ -8,9 +8,9 @@ import calendar
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Any
 
-from features.fhir_flatten.viewdef import temporal
-from features.fhir_flatten.viewdef.operators import is_number, to_decimal
-from features.fhir_flatten.viewdef.parser import Quantity
+from features.fhir_flatten.engine.viewdef import temporal
+from features.fhir_flatten.engine.viewdef.operators import is_number, to_decimal
+from features.fhir_flatten.engine.viewdef.parser import Quantity
 
 _DECIMAL_PRECISION = 8
 _DATE_PRECISIONS = {4: 1, 6: 2, 8: 3}

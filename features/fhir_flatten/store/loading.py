@@ -1,7 +1,7 @@
 """Loading FHIR resources: kept whole, and flattened into every view of their type.
 
 One load is one transaction (the caller's): a file lands whole or not at all. The input is read
-(features/fhir_flatten/sources.py) a chunk of resources at a time, and each chunk is made ready
+(engine/sources.py) a chunk of resources at a time, and each chunk is made ready
 for PostgreSQL by `prepare`: the resources' JSON and every view's rows, in COPY text format.
 That is all the CPU work of a load, done in a worker process when one runs, else in a thread
 (workers.py). The loading process only writes the chunks, with COPY: into a temporary table
@@ -22,13 +22,14 @@ from typing import Any
 
 import orjson
 from anyio import to_thread
-from sqlalchemy import select, text
+from sqlalchemy import String, any_, bindparam, delete, select, text
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from features.fhir_flatten import tables
-from features.fhir_flatten.models import FlatView, StoredResource
-from features.fhir_flatten.sources import Delete, Upsert
-from features.fhir_flatten.viewdef import CompiledView, ViewError, compile_view
+from features.fhir_flatten.engine.sources import Delete, Upsert
+from features.fhir_flatten.engine.viewdef import CompiledView, ViewError, compile_view
+from features.fhir_flatten.store import tables
+from features.fhir_flatten.store.models import FlatView, StoredResource
 
 CHUNK = 2000
 MAX_PROBLEMS = 1000
@@ -284,8 +285,13 @@ async def _delete(
 ) -> None:
     for resource_type, ids in _ids_by_type(deletes).items():
         await session.execute(
-            text("DELETE FROM flatten_resources WHERE resource_type = :type AND id = ANY(:ids)"),
-            {"type": resource_type, "ids": ids},
+            delete(StoredResource)
+            .where(
+                StoredResource.resource_type == resource_type,
+                StoredResource.id == any_(bindparam("ids", type_=ARRAY(String()))),
+            )
+            .execution_options(synchronize_session=False),  # none of them is in the session
+            {"ids": ids},
         )
         for active in registry.by_type.get(resource_type, ()):
             await tables.delete_rows(session, active.name, ids)

@@ -31,7 +31,7 @@ from typing import IO, Any, BinaryIO
 
 import orjson
 
-from features.fhir_flatten.jsonstream import (
+from features.fhir_flatten.engine.jsonstream import (
     CHUNK_BYTES,
     End,
     Item,

@@ -7,10 +7,10 @@ Each is `(focus, env) -> list of tuples`, values in column order.
 from collections.abc import Callable
 from typing import Any
 
-from features.fhir_flatten.viewdef.compiler import Env, Evaluator
-from features.fhir_flatten.viewdef.errors import ViewError
-from features.fhir_flatten.viewdef.operators import describe
-from features.fhir_flatten.viewdef.parser import Quantity
+from features.fhir_flatten.engine.viewdef.compiler import Env, Evaluator
+from features.fhir_flatten.engine.viewdef.errors import ViewError
+from features.fhir_flatten.engine.viewdef.operators import describe
+from features.fhir_flatten.engine.viewdef.parser import Quantity
 
 RowsFn = Callable[[list, Env], list]
 _PLAIN = frozenset({str, int, float, bool, dict})

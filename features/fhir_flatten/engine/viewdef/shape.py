@@ -3,7 +3,7 @@
 import re
 from typing import Any
 
-from features.fhir_flatten.viewdef.errors import ViewError
+from features.fhir_flatten.engine.viewdef.errors import ViewError
 
 NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 ELEMENT_KEYS = {"id", "extension", "modifierExtension"}  # allowed on any FHIR element

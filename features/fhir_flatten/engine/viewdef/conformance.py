@@ -10,8 +10,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, TextIO
 
-from features.fhir_flatten.viewdef.errors import ViewError
-from features.fhir_flatten.viewdef.view import compile_view
+from features.fhir_flatten.engine.viewdef.errors import ViewError
+from features.fhir_flatten.engine.viewdef.view import compile_view
 
 DEFAULT_REPORT = "sof-test-report.json"
 

@@ -3,11 +3,11 @@ getReferenceKey(), lowBoundary() and highBoundary()."""
 
 import re
 
-from features.fhir_flatten.viewdef import operators
-from features.fhir_flatten.viewdef.boundary import boundary
-from features.fhir_flatten.viewdef.compiler import ITEMS
-from features.fhir_flatten.viewdef.errors import ViewError
-from features.fhir_flatten.viewdef.functions import integer_argument, with_arguments
+from features.fhir_flatten.engine.viewdef import operators
+from features.fhir_flatten.engine.viewdef.boundary import boundary
+from features.fhir_flatten.engine.viewdef.errors import ViewError
+from features.fhir_flatten.engine.viewdef.functions import integer_argument, with_arguments
+from features.fhir_flatten.engine.viewdef.registry import ITEMS, register_functions
 
 
 def _extension(items: list, url: list) -> list:
@@ -111,3 +111,5 @@ FHIR = {
     "lowBoundary": (0, 1, with_arguments(_boundary(False))),
     "highBoundary": (0, 1, with_arguments(_boundary(True))),
 }
+
+register_functions(FHIR)

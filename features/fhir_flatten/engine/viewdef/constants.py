@@ -3,10 +3,10 @@
 
 from typing import Any
 
-from features.fhir_flatten.viewdef import temporal
-from features.fhir_flatten.viewdef.compiler import RESERVED_CONSTANTS
-from features.fhir_flatten.viewdef.errors import ViewError
-from features.fhir_flatten.viewdef.shape import ELEMENT_KEYS, NAME, as_list
+from features.fhir_flatten.engine.viewdef import temporal
+from features.fhir_flatten.engine.viewdef.compiler import RESERVED_CONSTANTS
+from features.fhir_flatten.engine.viewdef.errors import ViewError
+from features.fhir_flatten.engine.viewdef.shape import ELEMENT_KEYS, NAME, as_list
 
 _TEXT_CONSTANTS = {
     "valueBase64Binary", "valueCanonical", "valueCode", "valueId", "valueMarkdown",

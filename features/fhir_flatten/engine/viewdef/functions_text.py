@@ -6,10 +6,15 @@ from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from features.fhir_flatten.viewdef import operators, temporal
-from features.fhir_flatten.viewdef.errors import ViewError
-from features.fhir_flatten.viewdef.functions import integer_argument, on_input, with_arguments
-from features.fhir_flatten.viewdef.parser import Quantity
+from features.fhir_flatten.engine.viewdef import operators, temporal
+from features.fhir_flatten.engine.viewdef.errors import ViewError
+from features.fhir_flatten.engine.viewdef.functions import (
+    integer_argument,
+    on_input,
+    with_arguments,
+)
+from features.fhir_flatten.engine.viewdef.parser import Quantity
+from features.fhir_flatten.engine.viewdef.registry import register_functions
 
 
 def to_text(value: Any) -> str | None:
@@ -226,3 +231,5 @@ TEXT = {
     "today": (0, 0, on_input(_today)),
     "timeOfDay": (0, 0, on_input(_time_of_day)),
 }
+
+register_functions(TEXT)

@@ -10,8 +10,8 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
-from features.fhir_flatten.viewdef import temporal
-from features.fhir_flatten.viewdef.parser import Quantity
+from features.fhir_flatten.engine.viewdef import temporal
+from features.fhir_flatten.engine.viewdef.parser import Quantity
 
 _PRIMITIVES = frozenset(
     {

@@ -10,9 +10,15 @@ also the input of non-lambda function arguments), and `env` carries the resource
 from collections.abc import Callable
 from typing import Any
 
-from features.fhir_flatten.viewdef import operators, types
-from features.fhir_flatten.viewdef.errors import FhirPathError, ViewError
-from features.fhir_flatten.viewdef.parser import Node, parse
+from features.fhir_flatten.engine.viewdef import operators, types
+from features.fhir_flatten.engine.viewdef.errors import FhirPathError, ViewError
+from features.fhir_flatten.engine.viewdef.parser import Node, parse
+from features.fhir_flatten.engine.viewdef.registry import (
+    EVALUATOR,
+    FUNCTIONS,
+    ITEMS,
+    TYPE_OPERATORS,
+)
 
 
 class Env:
@@ -26,11 +32,6 @@ class Env:
 
 
 Evaluator = Callable[[list, list, Env], list]
-
-# How a function's factory hands back its implementation (see functions.py).
-EVALUATOR = "evaluator"  # a complete evaluator: reads its own input
-ITEMS = "items"  # impl(input) -> list
-CONTEXT = "context"  # impl(input, this, env) -> list
 
 _BUILTIN_CONSTANTS = {
     "ucum": ["http://unitsofmeasure.org"],
@@ -166,8 +167,6 @@ class Compiler:
         return member_access(node.value, base)
 
     def _call(self, node: Node) -> Evaluator:
-        from features.fhir_flatten.viewdef.functions import FUNCTIONS  # imports this module
-
         spec = FUNCTIONS.get(node.value)
         if spec is None:
             raise self.error(f"unknown function '{node.value}'", node)
@@ -233,13 +232,11 @@ class Compiler:
         return lambda focus, this, env: apply(left(focus, this, env), right(focus, this, env))
 
     def _type(self, node: Node) -> Evaluator:
-        from features.fhir_flatten.viewdef.functions_types import type_operator  # ditto
-
         operator_name, type_name = node.value
         name = types.canonical(type_name)
         if name is None:
             raise self.error(f"unknown type {type_name!r}", node)
-        return type_operator(self, operator_name, name, node.args[0])
+        return TYPE_OPERATORS[operator_name](self, name, node.args[0])
 
     def type_argument(self, node: Node, owner: Node) -> str:
         """The type named by a function argument (`ofType(Quantity)`, `FHIR.string`)."""
